@@ -1,0 +1,3 @@
+module github.com/neildo/tjob
+
+go 1.26
