@@ -1,0 +1,468 @@
+package tjob
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Errors that callers test for with errors.Is.
+var (
+	// ErrNotStarted: the job has not been Run.
+	ErrNotStarted = errors.New("job not started")
+	// ErrAlreadyStarted: Run was called on a job that had been run before.
+	ErrAlreadyStarted = errors.New("job already started")
+	// ErrClosed: the job was closed and its output removed.
+	ErrClosed = errors.New("job closed")
+	// ErrInvalid: the job's configuration is wrong; the message says which
+	// field and why. Nothing was started.
+	ErrInvalid = errors.New("invalid job")
+)
+
+// DefaultGracePeriod is how long Stop waits after SIGTERM before SIGKILL.
+const DefaultGracePeriod = 10 * time.Second
+
+// waitDelay bounds how long the end of a job waits for its output pipe to
+// close once the job's process has exited and everything left behind has been
+// killed. Only a process that escaped both the jail and the cgroup can hold
+// the pipe that long.
+const waitDelay = 2 * time.Second
+
+// Job is a command run as a job: a process with resource limits (a cgroup of
+// its own) and isolation (namespaces of its own), whose combined stdout and
+// stderr are kept from the first byte for any number of readers.
+//
+// Set the fields, then call Run once. Fields must not change after Run.
+// Zero values mean "no limit" or "the default".
+type Job struct {
+	// ID names the job: its cgroup, its output file and, inside the jail,
+	// its hostname (the first 8 characters). NewJob sets a random UUID.
+	ID string
+
+	// Path is the command to run. A Path with no slash is looked up in
+	// $PATH, as os/exec does.
+	Path string
+
+	// Args holds the command line, including the command as Args[0], as in
+	// os/exec.Cmd. When empty, Path is used alone.
+	Args []string
+
+	// Dir is the working directory; empty means the caller's.
+	Dir string
+
+	// Env is the environment, as "KEY=value"; nil means the caller's.
+	Env []string
+
+	// CPUPercent is the CPU the job may use, in percent of one CPU: 20 is a
+	// fifth of one CPU, 250 is two and a half CPUs.
+	CPUPercent int
+
+	// MemoryMB is the most memory the job may use, in MiB (1<<20 bytes),
+	// swap included where the kernel accounts for it. A job that needs more
+	// is killed by the kernel and its Status says OOMKilled.
+	MemoryMB int
+
+	// ReadBPS and WriteBPS are the most bytes per second the job may read
+	// from and write to the block devices behind its working directory and
+	// the root file system (or IODevices). The kernel throttles direct and
+	// write-back I/O; reads served from the page cache are not throttled.
+	ReadBPS  int
+	WriteBPS int
+
+	// PidsMax is the most processes and threads the job may have at once:
+	// a guard against fork bombs.
+	PidsMax int
+
+	// IODevices, when set, replaces the automatic choice of block devices
+	// for ReadBPS and WriteBPS: each is a device file such as "/dev/sda" or
+	// a "MAJOR:MINOR" pair.
+	IODevices []string
+
+	// CgroupParent is the cgroup, relative to the cgroup file system's root,
+	// under which job cgroups are made. Empty means inside the caller's own
+	// cgroup, or "/tjob" when the caller is in the root cgroup.
+	CgroupParent string
+
+	// NoCgroup runs the job without a cgroup of its own; the limits must
+	// then be zero. Needed where the caller may not make cgroups.
+	NoCgroup bool
+
+	// NoJail runs the job without namespaces of its own: it sees the
+	// host's processes, network and hostname.
+	NoJail bool
+
+	// MaskPaths are files and directories hidden from the job inside the
+	// jail: each is covered by an empty, read-only mount. The job's own
+	// output spool directory is always masked.
+	MaskPaths []string
+
+	// User runs the job as another user: a name, "UID" or "UID:GID".
+	// Empty means the caller's user.
+	User string
+
+	// GracePeriod is how long Stop waits after SIGTERM before SIGKILL.
+	// Zero means DefaultGracePeriod.
+	GracePeriod time.Duration
+
+	// SpoolDir is where the job's output is kept while the Job exists, in
+	// a file named after ID. Empty means a "tjob" folder in os.TempDir().
+	// The file belongs to the Job: Close removes it.
+	SpoolDir string
+
+	mu            sync.Mutex
+	state         State
+	stopRequested bool
+	closed        bool
+	status        Status // final once state is past StateRunning
+
+	started chan struct{} // closed when Run has started the job or failed
+	done    chan struct{} // closed when the final Status is published
+	proc    *process      // set while running
+	out     *spool
+}
+
+// NewJob returns a Job that runs path with args when Run is called.
+func NewJob(path string, args ...string) *Job {
+	return &Job{
+		ID:   newID(),
+		Path: path,
+		Args: append([]string{path}, args...),
+	}
+}
+
+func newID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// Run starts the job and returns at once with a channel that delivers the
+// final Status when the job has ended, and is then closed. When the job
+// cannot start, the Status says why in Error, and arrives at once.
+func (j *Job) Run() <-chan Status {
+	ch := make(chan Status, 1)
+	j.mu.Lock()
+	if j.state != StateNotStarted || j.closed {
+		err := ErrAlreadyStarted
+		if j.closed {
+			err = ErrClosed
+		}
+		st := j.snapshot()
+		j.mu.Unlock()
+		st.Error = fmt.Errorf("tjob: job %s: %w", j.ID, err)
+		ch <- st
+		close(ch)
+		return ch
+	}
+	j.state = StateStarting
+	if j.ID == "" {
+		j.ID = newID()
+	}
+	j.started = make(chan struct{})
+	j.done = make(chan struct{})
+	j.status.Cmd = j.cmdline()
+	j.mu.Unlock()
+
+	proc, out, err := j.start()
+
+	j.mu.Lock()
+	j.out = out
+	if err != nil {
+		now := time.Now().UnixNano()
+		j.state = StateFailed
+		j.status.Started, j.status.Stopped = now, now
+		j.status.Exit = -1
+		j.status.Error = err
+		st := j.snapshot()
+		j.mu.Unlock()
+		close(j.started)
+		close(j.done)
+		ch <- st
+		close(ch)
+		return ch
+	}
+	j.proc = proc
+	j.state = StateRunning
+	j.status.Pid = proc.pid()
+	j.status.Started = proc.startedAt.UnixNano()
+	j.mu.Unlock()
+	close(j.started)
+
+	go j.wait(ch)
+	return ch
+}
+
+// start validates the job, makes its spool and cgroup and starts its process.
+// It holds no lock: it only reads the configuration, which must not change.
+func (j *Job) start() (*process, *spool, error) {
+	if err := j.validate(); err != nil {
+		return nil, nil, err
+	}
+	path, err := j.resolvePath()
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := newSpool(j.spoolDir(), j.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	proc, err := startProcess(j, path, out)
+	if err != nil {
+		// The spool stays so that Lines and readers work on a failed job;
+		// it is empty. Close removes it.
+		out.finish()
+		return nil, out, err
+	}
+	return proc, out, nil
+}
+
+func (j *Job) validate() error {
+	if j.Path == "" {
+		return fmt.Errorf("tjob: %w: empty command", ErrInvalid)
+	}
+	if strings.IndexByte(j.Path, 0) >= 0 {
+		return fmt.Errorf("tjob: %w: command %q contains a NUL byte", ErrInvalid, j.Path)
+	}
+	for i, a := range j.Args {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("tjob: %w: argument %d contains a NUL byte", ErrInvalid, i)
+		}
+	}
+	if strings.ContainsAny(j.ID, "/\x00") || j.ID == "." || j.ID == ".." {
+		return fmt.Errorf("tjob: %w: job ID %q is not a file name", ErrInvalid, j.ID)
+	}
+	if j.GracePeriod < 0 {
+		return fmt.Errorf("tjob: %w: negative GracePeriod %v", ErrInvalid, j.GracePeriod)
+	}
+	return validateLimits(j)
+}
+
+// resolvePath finds the executable as os/exec would, so that a missing
+// command is reported before anything is made for it.
+func (j *Job) resolvePath() (string, error) {
+	if strings.Contains(j.Path, "/") {
+		return j.Path, nil
+	}
+	p, err := exec.LookPath(j.Path)
+	if err != nil {
+		return "", fmt.Errorf("tjob: %w", err)
+	}
+	return p, nil
+}
+
+func (j *Job) spoolDir() string {
+	if j.SpoolDir != "" {
+		return j.SpoolDir
+	}
+	return filepath.Join(os.TempDir(), "tjob")
+}
+
+func (j *Job) argv() []string {
+	if len(j.Args) == 0 {
+		return []string{j.Path}
+	}
+	return j.Args
+}
+
+func (j *Job) cmdline() string {
+	return strings.Join(j.argv(), " ")
+}
+
+func (j *Job) grace() time.Duration {
+	if j.GracePeriod > 0 {
+		return j.GracePeriod
+	}
+	return DefaultGracePeriod
+}
+
+// wait follows the job to its end and publishes the final Status.
+func (j *Job) wait(ch chan<- Status) {
+	res := j.proc.wait()
+
+	j.mu.Lock()
+	j.state = StateExited
+	st := &j.status
+	st.Stopped = res.endedAt.UnixNano()
+	st.Exit = res.exit
+	st.Signal = res.signal
+	st.OOMKilled = res.oomKilled
+	st.Usage = res.usage
+	st.StopRequested = j.stopRequested
+	st.Error = errors.Join(res.err, j.out.error())
+	final := j.snapshot()
+	j.mu.Unlock()
+
+	close(j.done)
+	ch <- final
+	close(ch)
+}
+
+// Stop ends the job: SIGTERM to the job, then, if it has not ended after
+// GracePeriod, SIGKILL to everything it left. Stop returns when the job has
+// ended. Stopping a job that has ended returns nil; stopping a job that was
+// never run returns ErrNotStarted.
+func (j *Job) Stop() error {
+	j.mu.Lock()
+	if j.state == StateNotStarted {
+		j.mu.Unlock()
+		return fmt.Errorf("tjob: job %s: %w", j.ID, ErrNotStarted)
+	}
+	started, done := j.started, j.done
+	j.mu.Unlock()
+
+	<-started
+	j.mu.Lock()
+	if j.state != StateRunning {
+		j.mu.Unlock()
+		return nil
+	}
+	j.stopRequested = true
+	proc := j.proc
+	j.mu.Unlock()
+
+	proc.terminate()
+	timer := time.NewTimer(j.grace())
+	defer timer.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-timer.C:
+	}
+	proc.kill()
+	<-done
+	return nil
+}
+
+// Done returns a channel that is closed when the job has ended and its final
+// Status is known. It returns nil before Run.
+func (j *Job) Done() <-chan struct{} {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.done
+}
+
+// Status returns the job's status now, with its output split into Lines. It
+// is safe to call from any goroutine at any time. Reading the lines reads the
+// whole output; use Summary where only the state is needed.
+func (j *Job) Status() Status {
+	j.mu.Lock()
+	st := j.snapshot()
+	out := j.out
+	closed := j.closed
+	j.mu.Unlock()
+	if out != nil && !closed {
+		lines, err := out.lines()
+		if err != nil && st.Error == nil {
+			st.Error = err
+		}
+		st.Lines = lines
+	}
+	return st
+}
+
+// Summary returns the job's status without its Lines. Its cost does not
+// depend on how much the job has written.
+func (j *Job) Summary() Status {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.snapshot()
+}
+
+// snapshot copies the status and fills in what changes while running. The
+// caller holds j.mu.
+func (j *Job) snapshot() Status {
+	st := j.status
+	st.ID = j.ID
+	st.State = j.state
+	if st.Cmd == "" {
+		st.Cmd = j.cmdline()
+	}
+	switch {
+	case st.Started == 0:
+	case st.Stopped == 0:
+		st.Elapsed = time.Since(time.Unix(0, st.Started)).Seconds()
+		st.StopRequested = j.stopRequested
+	default:
+		st.Elapsed = time.Duration(st.Stopped - st.Started).Seconds()
+	}
+	return st
+}
+
+// Output returns a reader of the job's combined stdout and stderr from the
+// first byte. With follow, the reader waits for more output until the job
+// ends, then returns io.EOF; without, it returns io.EOF at the end of what
+// the job had written when Output was called. Reads return ctx.Err() once
+// ctx is done. Each reader reads at its own pace and never slows the job.
+// Close the reader when done with it.
+func (j *Job) Output(ctx context.Context, follow bool) (io.ReadCloser, error) {
+	j.mu.Lock()
+	state, closed, out, started := j.state, j.closed, j.out, j.started
+	j.mu.Unlock()
+	switch {
+	case closed:
+		return nil, fmt.Errorf("tjob: job %s: %w", j.ID, ErrClosed)
+	case state == StateNotStarted:
+		return nil, fmt.Errorf("tjob: job %s: %w", j.ID, ErrNotStarted)
+	}
+	if out == nil { // Run is starting the job
+		<-started
+		j.mu.Lock()
+		out = j.out
+		j.mu.Unlock()
+		if out == nil {
+			return nil, fmt.Errorf("tjob: job %s: no output: %w", j.ID, j.Summary().Error)
+		}
+	}
+	return out.reader(ctx, follow)
+}
+
+// Close stops the job if it is running and removes its output. Readers
+// already open keep reading what they have; new ones get ErrClosed. Close
+// is idempotent.
+func (j *Job) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	state := j.state
+	j.mu.Unlock()
+	if state != StateNotStarted {
+		j.Stop()
+		<-j.done
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil
+	}
+	j.closed = true
+	if j.out != nil {
+		return j.out.remove()
+	}
+	return nil
+}
+
+// exitCode turns a wait status into the shell's convention: the exit code,
+// or 128+N for death by signal N.
+func exitCode(ws syscall.WaitStatus) (exit int64, sig syscall.Signal) {
+	if ws.Signaled() {
+		return 128 + int64(ws.Signal()), ws.Signal()
+	}
+	return int64(ws.ExitStatus()), 0
+}

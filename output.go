@@ -1,0 +1,259 @@
+package tjob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// spool is a job's output: an append-only file that one copier fills from
+// the job's pipe and any number of readers read at their own offsets. Memory
+// does not grow with the output, and a slow reader costs the job nothing:
+// readers never touch the pipe, only the file.
+type spool struct {
+	path string
+	file *os.File // write end, owned by the copier
+
+	mu   sync.Mutex
+	size int64         // bytes written and visible to readers
+	done bool          // the copier has finished: size is final
+	err  error         // why the spool stopped taking output, if it did
+	wake chan struct{} // closed and replaced whenever size grows or done is set
+}
+
+// spoolChunk is the most the copier moves before it tells readers. Large
+// enough to make the copy cheap, small enough that followers see output
+// promptly.
+const spoolChunk = 1 << 20
+
+func newSpool(dir, id string) (*spool, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("tjob: output spool: %w", err)
+	}
+	path := filepath.Join(dir, id+".out")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("tjob: output spool: %w", err)
+	}
+	return &spool{path: path, file: f, wake: make(chan struct{})}, nil
+}
+
+// fill copies the job's output from pipe into the spool until the pipe's
+// write ends are all closed, or the pipe is closed under it. When the spool
+// cannot take more (the disk is full), fill records why and keeps draining
+// the pipe, so the job is never blocked by its own output.
+func (s *spool) fill(pipe *os.File) {
+	var drain bool
+	for {
+		var n int64
+		var err error
+		if drain {
+			n, err = io.CopyN(io.Discard, pipe, spoolChunk)
+		} else {
+			n, err = s.splice(pipe)
+		}
+		if n > 0 && !drain {
+			s.grow(n)
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) {
+			break
+		}
+		var werr *writeError
+		if errors.As(err, &werr) && !drain {
+			s.setErr(fmt.Errorf("tjob: output spool %s: %w", s.path, werr.err))
+			drain = true
+			continue
+		}
+		s.setErr(fmt.Errorf("tjob: reading job output: %w", err))
+		break
+	}
+	s.finish()
+}
+
+// writeError marks a failure on the spool side of a splice, as opposed to
+// the pipe side.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+
+// splice moves up to spoolChunk bytes from pipe to the spool file inside the
+// kernel, waiting on the runtime's poller for the pipe to have data. It
+// returns io.EOF when every writer has closed the pipe.
+func (s *spool) splice(pipe *os.File) (int64, error) {
+	rc, err := pipe.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	var serr error
+	off := s.writeOffset()
+	rerr := rc.Read(func(fd uintptr) bool {
+		var m int64
+		m, serr = unix.Splice(int(fd), nil, int(s.file.Fd()), &off, spoolChunk, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		if serr == unix.EAGAIN {
+			// The pipe may be empty (wait for it) or the file side may
+			// have said EAGAIN; the poller sorts out the first.
+			return false
+		}
+		if serr == nil {
+			n = m
+			if m == 0 {
+				serr = io.EOF
+			}
+		}
+		return true
+	})
+	if rerr != nil {
+		return n, rerr
+	}
+	if serr != nil && serr != io.EOF {
+		// splice reports errors from either side; the pipe side can only
+		// fail for reasons that also stop a read, so ask the file.
+		if errors.Is(serr, unix.ENOSPC) || errors.Is(serr, unix.EDQUOT) || errors.Is(serr, unix.EIO) || errors.Is(serr, unix.EFBIG) {
+			return n, &writeError{serr}
+		}
+		return n, serr
+	}
+	return n, serr
+}
+
+func (s *spool) writeOffset() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size
+}
+
+// grow makes n more bytes visible to readers and wakes them.
+func (s *spool) grow(n int64) {
+	s.mu.Lock()
+	s.size += n
+	close(s.wake)
+	s.wake = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *spool) setErr(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+// finish closes the write end and tells readers that no more is coming.
+func (s *spool) finish() {
+	s.file.Close()
+	s.mu.Lock()
+	s.done = true
+	close(s.wake)
+	s.wake = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// state is a consistent snapshot for a reader: how much it may read, whether
+// more can come, and a channel that is closed when either changes.
+func (s *spool) state() (size int64, done bool, wake <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size, s.done, s.wake
+}
+
+func (s *spool) error() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// reader opens the spool for one reader. Each reader has a file of its own,
+// so it keeps reading even after the job's owner removed the spool.
+func (s *spool) reader(ctx context.Context, follow bool) (*outputReader, error) {
+	f, err := os.Open(s.path)
+	if err != nil {
+		return nil, fmt.Errorf("tjob: output spool: %w", err)
+	}
+	r := &outputReader{s: s, f: f, ctx: ctx, limit: -1}
+	if !follow {
+		r.limit, _, _ = s.state()
+	}
+	return r, nil
+}
+
+// outputReader reads a job's output from the first byte. A following reader
+// waits for more output until the job ends, then returns io.EOF; otherwise it
+// returns io.EOF at the end of what was written when it was opened.
+type outputReader struct {
+	s     *spool
+	f     *os.File
+	ctx   context.Context
+	off   int64
+	limit int64 // -1 while following
+}
+
+func (r *outputReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		size, done, wake := r.s.state()
+		if r.limit >= 0 {
+			size, done = r.limit, true
+		}
+		if r.off < size {
+			if avail := size - r.off; int64(len(p)) > avail {
+				p = p[:avail]
+			}
+			n, err := r.f.ReadAt(p, r.off)
+			r.off += int64(n)
+			if err == io.EOF && n > 0 {
+				err = nil
+			}
+			return n, err
+		}
+		if done {
+			return 0, io.EOF
+		}
+		select {
+		case <-wake:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+// Close releases the reader's file. It does not affect the job.
+func (r *outputReader) Close() error {
+	return r.f.Close()
+}
+
+// readAll returns the whole spool as it is now.
+func (s *spool) lines() ([]string, error) {
+	r, err := s.reader(context.Background(), false)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	lb := NewLineBuffer()
+	if _, err := io.Copy(lb, r); err != nil {
+		return nil, fmt.Errorf("tjob: reading output spool: %w", err)
+	}
+	return lb.Lines(), nil
+}
+
+// remove deletes the spool file. Open readers keep their copy until they
+// close it.
+func (s *spool) remove() error {
+	if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("tjob: removing output spool: %w", err)
+	}
+	return nil
+}
