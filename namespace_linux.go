@@ -129,8 +129,14 @@ func shimMain() int {
 	if err := harden(); err != nil {
 		return fail(err)
 	}
+	// Change directory here rather than in the child, so that a bad Dir
+	// is reported as such and not as a failed exec.
+	if cfg.Dir != "" {
+		if err := os.Chdir(cfg.Dir); err != nil {
+			return fail(err)
+		}
+	}
 	proc, err := os.StartProcess(cfg.Path, cfg.Args, &os.ProcAttr{
-		Dir:   cfg.Dir,
 		Env:   cfg.Env,
 		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: cfg.Credential},

@@ -94,6 +94,14 @@ func startProcess(j *Job, path string, out *spool) (_ *process, err error) {
 // clone3 places it in.
 func (p *process) startDirect(j *Job, path string, cred *syscall.Credential, attr *syscall.SysProcAttr, out *os.File) error {
 	attr.Credential = cred
+	if j.Dir != "" {
+		// The child's chdir error would be reported as a failed exec.
+		if fi, err := os.Stat(j.Dir); err != nil {
+			return fmt.Errorf("tjob: chdir %s: %w", j.Dir, errors.Unwrap(err))
+		} else if !fi.IsDir() {
+			return fmt.Errorf("tjob: chdir %s: %w", j.Dir, syscall.ENOTDIR)
+		}
+	}
 	p.cmd = &exec.Cmd{
 		Path:        path,
 		Args:        j.argv(),

@@ -1,0 +1,40 @@
+# tjob: the two commands that matter are `make demo` and `make test`.
+GO      ?= go
+MODULES := . service cli
+# The fuzz targets run briefly on every `make test`.
+FUZZTIME ?= 10s
+
+.PHONY: test lint hosttest fuzz vmtest demo bench
+
+# Every test this machine can run: checks, the host's tests (cgroup v1 or v2,
+# whichever the host has), then the same tests on cgroup v2 inside a VM when
+# qemu is here (.ci/run installs it).
+test: lint hosttest fuzz
+	@if command -v qemu-system-x86_64 >/dev/null; then \
+		$(MAKE) vmtest; \
+	else \
+		echo "SKIP vmtest: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"; \
+	fi
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	@for m in $(MODULES); do [ -f $$m/go.mod ] || continue; (cd $$m && $(GO) vet ./...) || exit 1; done
+	@if [ -f service/checkgen.sh ]; then bash service/checkgen.sh; fi
+
+hosttest:
+	@for m in $(MODULES); do [ -f $$m/go.mod ] || continue; \
+		echo "== go test -race $$m"; \
+		(cd $$m && $(GO) test -race -count=1 -timeout 15m ./...) || exit 1; done
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzOutput$$' -fuzztime $(FUZZTIME) .
+
+vmtest:
+	bash test/vm/run.sh
+
+demo:
+	bash hack/demo.sh
+
+bench:
+	bash bench/run.sh
