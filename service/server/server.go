@@ -1,0 +1,455 @@
+// Package server is tjobs: the tjob.v1.Job gRPC service. It turns RPCs into
+// calls on the tjob library and keeps which user ran which job; the library
+// does the rest (limits, jail, output, stopping).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/neildo/tjob"
+	tjobv1 "github.com/neildo/tjob/service/proto/tjob/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Defaults from RFD 1.
+const (
+	DefaultCPUPercent = 20
+	DefaultMemoryMB   = 20
+	DefaultReadBPS    = 20 << 20
+	DefaultWriteBPS   = 20 << 20
+	DefaultPidsMax    = 1024
+)
+
+// logChunk is the most output one LogsResponse carries.
+const logChunk = 64 << 10
+
+// jobEnv is the environment of every job: the server's own is not the job's
+// business.
+var jobEnv = []string{
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/root",
+}
+
+// Config is how the server runs jobs.
+type Config struct {
+	// SpoolDir holds the jobs' output files. It belongs to the server: at
+	// start, output files a crashed predecessor left in it are removed.
+	SpoolDir string
+	// MaskPaths are hidden from every job (the certificate directory); the
+	// spool directory always is.
+	MaskPaths []string
+	// Limits of every job; zero means none.
+	CPUPercent, MemoryMB, ReadBPS, WriteBPS, PidsMax int
+	// GracePeriod is how long Stop waits after SIGTERM before SIGKILL;
+	// zero means the library's default.
+	GracePeriod time.Duration
+	// Log receives one line per RPC and the server's own news; nil means
+	// standard error.
+	Log io.Writer
+}
+
+// Server serves tjob.v1.Job. Make it with New.
+type Server struct {
+	tjobv1.UnimplementedJobServer
+
+	cfg    Config
+	log    *log.Logger
+	health *health.Server
+
+	// stopping is canceled when shutdown starts: it ends Logs streams.
+	stopping context.Context
+	stop     context.CancelFunc
+
+	mu      sync.Mutex // guards the fields below; never held across a wait or a send
+	jobs    map[string]*entry
+	closing bool
+}
+
+// entry is one job and the user who ran it.
+type entry struct {
+	owner string
+	job   *tjob.Job
+}
+
+// New makes a Server and readies its spool directory, removing what a
+// crashed predecessor left there.
+func New(cfg Config) (*Server, error) {
+	if cfg.SpoolDir == "" {
+		return nil, errors.New("server: no spool directory")
+	}
+	abs, err := filepath.Abs(cfg.SpoolDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.SpoolDir = abs
+	out := cfg.Log
+	if out == nil {
+		out = os.Stderr
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    log.New(out, "", 0),
+		health: health.NewServer(),
+		jobs:   map[string]*entry{},
+	}
+	s.stopping, s.stop = context.WithCancel(context.Background())
+	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool directory: %w", err)
+	}
+	s.cleanup()
+	return s, nil
+}
+
+// spoolFile is the name the library gives a job's output: <job ID>.out. Only
+// such files are removed from the spool directory, whatever else is there.
+var spoolFile = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.out$`)
+
+// cleanup removes what a crashed predecessor left: output files in the spool
+// directory, and the library's stale cgroups.
+func (s *Server) cleanup() {
+	ents, err := os.ReadDir(s.cfg.SpoolDir)
+	if err != nil {
+		s.logf("cleanup: %v", err)
+	}
+	var removed []string
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !spoolFile.MatchString(e.Name()) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.cfg.SpoolDir, e.Name())); err != nil {
+			s.logf("cleanup: %v", err)
+			continue
+		}
+		removed = append(removed, e.Name())
+	}
+	if len(removed) > 0 {
+		s.logf("cleanup: removed %d output files left in %s: %s", len(removed), s.cfg.SpoolDir, strings.Join(removed, " "))
+	}
+	cleanupStale(s.logf)
+}
+
+// logf writes one line of the server's own news.
+func (s *Server) logf(format string, args ...any) {
+	s.log.Printf("%s %s", time.Now().Format(timeFormat), fmt.Sprintf(format, args...))
+}
+
+// Register adds the Job service and the gRPC health service to g.
+func (s *Server) Register(g *grpc.Server) {
+	tjobv1.RegisterJobServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(tjobv1.Job_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+}
+
+// Run starts a job for the caller.
+func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunResponse, error) {
+	user := userOf(ctx)
+	if req.GetPath() == "" {
+		return nil, status.Error(codes.InvalidArgument, "no command to run")
+	}
+	j := tjob.NewJob(req.GetPath(), req.GetArgs()...)
+	j.ID = uuid.NewString()
+	j.Dir = "/"
+	j.Env = jobEnv
+	j.CPUPercent = s.cfg.CPUPercent
+	j.MemoryMB = s.cfg.MemoryMB
+	j.ReadBPS = s.cfg.ReadBPS
+	j.WriteBPS = s.cfg.WriteBPS
+	j.PidsMax = s.cfg.PidsMax
+	j.GracePeriod = s.cfg.GracePeriod
+	j.SpoolDir = s.cfg.SpoolDir
+	j.MaskPaths = s.cfg.MaskPaths
+	setJob(ctx, j.ID)
+
+	if s.isClosing() {
+		return nil, errShuttingDown
+	}
+	j.Run() // the final Status also comes from Summary
+	if st := j.Summary(); st.State == tjob.StateFailed && errors.Is(st.Error, tjob.ErrInvalid) {
+		j.Close()
+		return nil, status.Error(codes.InvalidArgument, message(st.Error))
+	}
+	e := &entry{owner: user, job: j}
+	s.mu.Lock()
+	closing := s.closing
+	if !closing {
+		s.jobs[j.ID] = e
+	}
+	s.mu.Unlock()
+	if closing { // shutdown began while the job started
+		j.Close()
+		return nil, errShuttingDown
+	}
+	return &tjobv1.RunResponse{JobId: j.ID, Status: e.proto()}, nil
+}
+
+// Stop stops one of the caller's jobs and returns when it has ended.
+func (s *Server) Stop(ctx context.Context, req *tjobv1.StopRequest) (*tjobv1.StopResponse, error) {
+	e, err := s.lookup(ctx, req.GetJobId())
+	if err != nil {
+		return nil, err
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.job.Stop() }() // bounded by the grace period
+	select {
+	case err := <-stopped:
+		if err != nil {
+			return nil, status.Error(codes.Internal, message(err))
+		}
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return &tjobv1.StopResponse{Status: e.proto()}, nil
+}
+
+// Status lists the caller's jobs.
+func (s *Server) Status(ctx context.Context, req *tjobv1.StatusRequest) (*tjobv1.StatusResponse, error) {
+	if req.JobId != nil {
+		e, err := s.lookup(ctx, req.GetJobId())
+		if err != nil {
+			return nil, err
+		}
+		return &tjobv1.StatusResponse{Jobs: []*tjobv1.Status{e.proto()}}, nil
+	}
+	user := userOf(ctx)
+	s.mu.Lock()
+	var mine []*entry
+	for _, e := range s.jobs {
+		if e.owner == user {
+			mine = append(mine, e)
+		}
+	}
+	s.mu.Unlock()
+	resp := &tjobv1.StatusResponse{}
+	for _, e := range mine {
+		st := e.proto()
+		if req.GetAll() || st.State == tjobv1.State_STATE_RUNNING || st.State == tjobv1.State_STATE_STARTING {
+			resp.Jobs = append(resp.Jobs, st)
+		}
+	}
+	slices.SortFunc(resp.Jobs, func(a, b *tjobv1.Status) int {
+		if c := b.GetStarted().AsTime().Compare(a.GetStarted().AsTime()); c != 0 {
+			return c
+		}
+		return strings.Compare(a.JobId, b.JobId)
+	})
+	return resp, nil
+}
+
+// Logs streams one of the caller's jobs' output.
+func (s *Server) Logs(req *tjobv1.LogsRequest, stream grpc.ServerStreamingServer[tjobv1.LogsResponse]) error {
+	e, err := s.lookup(stream.Context(), req.GetJobId())
+	if err != nil {
+		return err
+	}
+	if st := e.job.Summary(); st.State == tjob.StateFailed {
+		return status.Errorf(codes.FailedPrecondition, "job failed to start: %s", message(st.Error))
+	}
+	// The stream ends when the client goes or the server shuts down.
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	defer context.AfterFunc(s.stopping, cancel)()
+
+	r, err := e.job.Output(ctx, req.GetFollow())
+	if err != nil {
+		if errors.Is(err, tjob.ErrClosed) {
+			return errShuttingDown
+		}
+		return status.Error(codes.Internal, message(err))
+	}
+	defer r.Close()
+	buf := make([]byte, logChunk)
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			// Send marshals the message before it returns: buf may be reused.
+			if err := stream.Send(&tjobv1.LogsResponse{Data: buf[:n]}); err != nil {
+				return err
+			}
+		}
+		switch {
+		case rerr == nil:
+		case rerr == io.EOF:
+			return nil
+		case s.stopping.Err() != nil:
+			return errShuttingDown
+		case ctx.Err() != nil:
+			return status.FromContextError(ctx.Err()).Err()
+		default:
+			return status.Errorf(codes.Internal, "reading output: %s", message(rerr))
+		}
+	}
+}
+
+var errShuttingDown = status.Error(codes.Unavailable, "server is shutting down")
+
+// lookup finds the caller's job by its ID or a unique prefix of it. Another
+// user's job is not found, exactly like one that does not exist.
+func (s *Server) lookup(ctx context.Context, id string) (*entry, error) {
+	user := userOf(ctx)
+	setJob(ctx, id)
+	if id == "" {
+		return nil, status.Error(codes.InvalidArgument, "no job ID")
+	}
+	id = strings.ToLower(id)
+	s.mu.Lock()
+	e, ok := s.jobs[id]
+	var matches []*entry
+	if !ok || e.owner != user {
+		for k, c := range s.jobs {
+			if c.owner == user && strings.HasPrefix(k, id) {
+				matches = append(matches, c)
+			}
+		}
+		e = nil
+		if len(matches) == 1 {
+			e = matches[0]
+		}
+	}
+	s.mu.Unlock()
+	switch {
+	case e != nil:
+		setJob(ctx, e.job.ID)
+		return e, nil
+	case len(matches) == 0:
+		return nil, status.Errorf(codes.NotFound, "no such job: %s", id)
+	}
+	ids := make([]string, len(matches))
+	for i, m := range matches {
+		ids[i] = m.job.ID
+	}
+	slices.Sort(ids)
+	const most = 10
+	more := ""
+	if len(ids) > most {
+		more = fmt.Sprintf(" and %d more", len(ids)-most)
+		ids = ids[:most]
+	}
+	return nil, status.Errorf(codes.InvalidArgument, "job ID %s is ambiguous: it matches %s%s", id, strings.Join(ids, ", "), more)
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// Shutdown ends the service: it stops taking calls on g, ends Logs streams,
+// stops every job (SIGTERM, then SIGKILL after the grace period) and closes
+// it, which removes its output and its cgroup. It returns when g has
+// stopped; calls still running after the jobs are gone get drain to end,
+// then are cut off.
+func (s *Server) Shutdown(g *grpc.Server, drain time.Duration) {
+	s.mu.Lock()
+	s.closing = true
+	all := make([]*entry, 0, len(s.jobs))
+	for _, e := range s.jobs {
+		all = append(all, e)
+	}
+	s.mu.Unlock()
+
+	s.health.Shutdown()
+	s.stop()
+	stopped := make(chan struct{})
+	go func() {
+		g.GracefulStop()
+		close(stopped)
+	}()
+
+	running := 0
+	for _, e := range all {
+		if e.job.Summary().Running() {
+			running++
+		}
+	}
+	s.logf("shutdown: stopping %d running jobs, closing %d", running, len(all))
+	var wg sync.WaitGroup
+	for _, e := range all {
+		wg.Go(func() {
+			if err := e.job.Close(); err != nil {
+				s.logf("shutdown: job %s: %s", e.job.ID, message(err))
+			}
+		})
+	}
+	wg.Wait()
+
+	select {
+	case <-stopped:
+	case <-time.After(drain):
+		s.logf("shutdown: cutting off calls still running after %v", drain)
+		g.Stop()
+		<-stopped
+	}
+	s.logf("shutdown: done")
+}
+
+// proto is the entry's status as the API says it.
+func (e *entry) proto() *tjobv1.Status {
+	st := e.job.Summary()
+	p := &tjobv1.Status{
+		JobId:         st.ID,
+		Cmd:           st.Cmd,
+		ElapsedSecs:   st.Elapsed,
+		Signal:        int32(st.Signal),
+		OomKilled:     st.OOMKilled,
+		StopRequested: st.StopRequested,
+		Owner:         e.owner,
+	}
+	switch st.State {
+	case tjob.StateStarting:
+		p.State = tjobv1.State_STATE_STARTING
+	case tjob.StateRunning:
+		p.State = tjobv1.State_STATE_RUNNING
+	case tjob.StateExited:
+		p.State = tjobv1.State_STATE_EXITED
+	case tjob.StateFailed:
+		p.State = tjobv1.State_STATE_FAILED
+	}
+	if st.Started != 0 {
+		p.Started = timestamppb.New(time.Unix(0, st.Started))
+	}
+	if st.Stopped != 0 {
+		p.Stopped = timestamppb.New(time.Unix(0, st.Stopped))
+	}
+	if st.State == tjob.StateExited || st.State == tjob.StateFailed {
+		p.Exit = &st.Exit
+		p.Usage = &tjobv1.Usage{
+			CpuSecs:         st.Usage.CPU.Seconds(),
+			MemoryPeakBytes: st.Usage.MemoryPeak,
+			ReadBytes:       st.Usage.ReadBytes,
+			WriteBytes:      st.Usage.WriteBytes,
+		}
+	}
+	if st.Error != nil {
+		msg := message(st.Error)
+		p.Error = &msg
+	}
+	return p
+}
+
+// message turns a library error into one line for a person: without the
+// library's "tjob: " prefixes, errors joined with "; ".
+func message(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = strings.ReplaceAll(l, "tjob: ", "")
+	}
+	return strings.Join(lines, "; ")
+}
