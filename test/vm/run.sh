@@ -115,28 +115,33 @@ selected() { # selected DIR: does VMTEST_PKGS choose package dir DIR?
 pkgdirs=$(for mod in . service cli; do
 	[ -f "$REPO/$mod/go.mod" ] || continue
 	(cd "$REPO/$mod" && go list -e -f '{{if or .TestGoFiles .XTestGoFiles}}{{.Dir}}{{end}}' ./...)
-done | sed "s|^$REPO/*||; s|^\$|.|" | sort -u)
+done | sed "s|^$REPO/*||; s|^\$|.|" | sort -u) || die "cannot list the packages (go list)"
 
 export CGO_ENABLED=0 # static binaries; so no -race (it needs cgo)
 : >"$R/vmtest/tests"
+bins= # build tjobs and tjob? For a full run, or for tests that use them.
+[ -z "${VMTEST_PKGS:-}" ] && bins=1
 for dir in $pkgdirs; do
 	selected "$dir" || continue
+	case $dir in service | service/* | cli | cli/*) bins=1 ;; esac
+	grep -qs TJOB_BIN_DIR "$REPO/$dir"/*.go && bins=1
 	name=${dir##*/}.test
 	[ "$dir" = . ] && name=tjob.test
 	say "building $dir/$name"
 	mkdir -p "$R/vmtest/src/$dir"
-	(cd "$REPO/$dir" && go test -c -o "$R/vmtest/src/$dir/$name" .)
+	(cd "$REPO/$dir" && go test -c -o "$R/vmtest/src/$dir/$name" .) ||
+		die "cannot build the tests of $dir"
 	[ ! -d "$REPO/$dir/testdata" ] || cp -a "$REPO/$dir/testdata" "$R/vmtest/src/$dir/"
 	echo "$dir $name" >>"$R/vmtest/tests"
 done
 [ -s "$R/vmtest/tests" ] || die "no test packages selected (VMTEST_PKGS=${VMTEST_PKGS:-})"
-if [ -d "$REPO/service/tjobs" ]; then
+if [ -n "$bins" ] && compgen -G "$REPO/service/tjobs/*.go" >/dev/null; then
 	say "building tjobs"
-	(cd "$REPO/service" && go build -o "$R/vmtest/bin/tjobs" ./tjobs)
+	(cd "$REPO/service" && go build -o "$R/vmtest/bin/tjobs" ./tjobs) || die "cannot build tjobs"
 fi
-if [ -d "$REPO/cli/tjob" ]; then
+if [ -n "$bins" ] && compgen -G "$REPO/cli/tjob/*.go" >/dev/null; then
 	say "building tjob"
-	(cd "$REPO/cli" && go build -o "$R/vmtest/bin/tjob" ./tjob)
+	(cd "$REPO/cli" && go build -o "$R/vmtest/bin/tjob" ./tjob) || die "cannot build tjob"
 fi
 
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # quote for the guest's sh
