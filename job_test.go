@@ -309,7 +309,7 @@ func randomFile(t testing.TB, n int) (string, []byte) {
 // it ends, each get every byte in order.
 func TestConcurrentReaders(t *testing.T) {
 	requireRoot(t)
-	path, data := randomFile(t, 4<<20)
+	path, data := randomFile(t, 2<<20)
 	// The job waits for a signal file so that every reader starts before
 	// the first byte, and reads while the output grows.
 	gate := filepath.Join(t.TempDir(), "gate")
@@ -336,7 +336,7 @@ func TestConcurrentReaders(t *testing.T) {
 				got, err = io.ReadAll(io.LimitReader(struct{ io.Reader }{r}, int64(len(data)+1)))
 			} else {
 				var buf bytes.Buffer
-				_, err = io.CopyBuffer(&buf, struct{ io.Reader }{r}, make([]byte, 1000+i))
+				_, err = io.CopyBuffer(&buf, struct{ io.Reader }{r}, make([]byte, 4096+97*i))
 				got = buf.Bytes()
 			}
 			if err != nil {

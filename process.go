@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // process is a started job's process and everything that must be released
@@ -30,6 +32,10 @@ type process struct {
 	lifeline *os.File      // the shim's config pipe: closing it tells the shim we are gone
 	ended    chan shimMsg  // the shim's report of how the command ended; closed at EOF
 }
+
+// pipeSize is the output pipe's buffer: 1 MiB, the default most a user may
+// ask for (/proc/sys/fs/pipe-max-size).
+const pipeSize = 1 << 20
 
 // result is how a job's process ended.
 type result struct {
@@ -63,6 +69,11 @@ func startProcess(j *Job, path string, out *spool) (_ *process, err error) {
 		return nil, fmt.Errorf("tjob: output pipe: %w", err)
 	}
 	defer pw.Close() // the child has its copy
+	// A larger pipe lets a job that writes fast hand over more per wake-up.
+	// Best effort: the pipe works at any size.
+	if rc, err := pr.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
+	}
 
 	p := &process{cg: cg, pipe: pr, copied: make(chan struct{})}
 	attr := &syscall.SysProcAttr{Setpgid: true}
@@ -153,7 +164,9 @@ func (p *process) startShim(j *Job, path string, cred *syscall.Credential, attr 
 	p.cmd = &exec.Cmd{
 		Path:        "/proc/self/exe",
 		Args:        []string{shimArg0},
-		Env:         []string{shimEnv + "=1", "GOMAXPROCS=1", "GOGC=50"},
+		// The shim is small: one P, a tight heap, and no second of sleep at
+		// exit in a binary built with -race.
+		Env:         []string{shimEnv + "=1", "GOMAXPROCS=1", "GOGC=50", "GORACE=atexit_sleep_ms=0"},
 		Stdout:      out,
 		Stderr:      out,
 		ExtraFiles:  []*os.File{cfgR, repW}, // fd 3 and fd 4 in the shim
