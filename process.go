@@ -162,8 +162,8 @@ func (p *process) startShim(j *Job, path string, cred *syscall.Credential, attr 
 		return fmt.Errorf("tjob: shim pipe: %w", err)
 	}
 	p.cmd = &exec.Cmd{
-		Path:        "/proc/self/exe",
-		Args:        []string{shimArg0},
+		Path: "/proc/self/exe",
+		Args: []string{shimArg0},
 		// The shim is small: one P, a tight heap, and no second of sleep at
 		// exit in a binary built with -race.
 		Env:         []string{shimEnv + "=1", "GOMAXPROCS=1", "GOGC=50", "GORACE=atexit_sleep_ms=0"},
