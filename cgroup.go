@@ -1,16 +1,86 @@
 package tjob
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"math"
 	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
+
+// Resource limits: every job gets a cgroup of its own, with the limits the
+// Job asks for written into it before the command runs.
+//
+// # Limits and their units
+//
+// Zero means no limit; negative or absurd values are refused with ErrInvalid
+// before anything starts (see validateLimits for the bounds).
+//
+//   - CPUPercent: percent of one CPU, over a 100 ms period: 20 is a fifth of
+//     one CPU, 250 two and a half CPUs. v2 cpu.max "20000 100000"; v1
+//     cpu.cfs_quota_us 20000 and cpu.cfs_period_us 100000.
+//   - MemoryMB: MiB (1<<20 bytes) of memory. v2 memory.max, and
+//     memory.swap.max 0 where the kernel accounts swap; v1
+//     memory.limit_in_bytes, and memory.memsw.limit_in_bytes equal to it
+//     where present. So the job cannot use swap to get past the limit; when
+//     it needs more, the kernel's OOM killer kills one of its processes and
+//     the final Status says OOMKilled.
+//   - ReadBPS, WriteBPS: bytes per second on each block device behind the
+//     job's working directory and the root file system, or IODevices (see
+//     blockdev.go). v2 io.max rbps/wbps; v1 blkio.throttle.read_bps_device
+//     and write_bps_device. The kernel throttles I/O that reaches the device:
+//     direct I/O and reads that miss the page cache, and on v2 also the
+//     write-back of the job's buffered writes. Reads served from the page
+//     cache are not throttled, and on v1 neither are buffered writes (v1
+//     cannot tell whose dirty pages the flusher writes).
+//   - PidsMax: processes and threads at once. pids.max.
+//
+// # Layout
+//
+// One cgroup per job, at <parent>/<owner>/<job ID> in each hierarchy used:
+//
+//   - parent: Job.CgroupParent, or else "tjob" inside the caller's own
+//     cgroup (from /proc/self/cgroup), which is "/tjob" when the caller is in
+//     the root cgroup. A server confined by its supervisor (systemd with
+//     Delegate=yes, a container) stays confined together with its jobs.
+//   - owner: "owner-<pid>-<start time>", the process that runs the jobs, with
+//     its start time in clock ticks since boot (field 22 of /proc/<pid>/stat)
+//     so that a reused pid is never mistaken for it. The owner holds an
+//     exclusive flock on its directory for as long as it lives: a dead
+//     owner's jobs are found without guessing, across PID namespaces too.
+//     CleanupStale kills and removes what dead owners left (a crashed
+//     server); every process does that once, when it starts its first job.
+//   - cgroup v2 only: the kernel allows controllers only in cgroups without
+//     processes of their own (the root excepted). When the caller's cgroup is
+//     not the root and the controllers are not enabled below it yet, its
+//     processes are moved into a leaf next to the jobs,
+//     <own>/tjob-supervisor, first.
+//   - cgroup v1: the job has a cgroup in each of the freezer, cpu, cpuacct,
+//     memory, blkio and pids hierarchies that is mounted.
+//
+// The job's process is born inside its cgroup on v2
+// (clone3(CLONE_INTO_CGROUP)); on v1 the jail's init joins the cgroups
+// before it starts the command. When the job ends, whatever is left in the
+// cgroup is killed and the cgroup removed; the owner directory goes with its
+// last job. The "tjob" parent and the supervisor leaf stay: other processes
+// may be using them.
 
 // cgroup is one job's control group. The job's process is placed in it
 // before the command runs: by clone3(CLONE_INTO_CGROUP) where the kernel
 // can (IntoFile), or by the jail's shim joining it before it execs the
 // command (ProcsFiles).
-//
-// STUB: the cgroups work (issue 3) replaces this file.
 type cgroup interface {
 	// String names the cgroup for messages.
 	String() string
@@ -21,13 +91,92 @@ type cgroup interface {
 	// join the cgroup before the command runs; nil when IntoFile is used.
 	ProcsFiles() []string
 	// Kill kills every process left in the cgroup and returns once they
-	// are gone.
+	// are gone. It may be called any number of times, also concurrently
+	// and after Remove.
 	Kill() error
 	// Usage reads what the job used and whether the kernel killed one of
 	// its processes for lack of memory. Call it after Kill, before Remove.
 	Usage() (u Usage, oomKilled bool)
-	// Remove deletes the cgroup.
+	// Remove deletes the cgroup. It may be called more than once.
 	Remove() error
+}
+
+const (
+	// cpuPeriod is the CFS bandwidth period, in microseconds.
+	cpuPeriod = 100_000
+
+	// minMemoryMB: below this, the jail's init (a Go program) and a shell
+	// cannot even start. Docker has the same floor.
+	minMemoryMB = 6
+	// maxMemoryMB keeps the limit in bytes within the kernel's int64.
+	maxMemoryMB = math.MaxInt64 >> 20
+
+	// minBPS: the kernel throttles whole requests; below a page a second
+	// even the smallest read would take longer than a second.
+	minBPS = 4096
+
+	// minPidsMax: the jail's init is a Go program with several threads
+	// of its own, and threads count.
+	minPidsMax = 16
+	// maxPidsMax is the kernel's limit (PID_MAX_LIMIT).
+	maxPidsMax = 4 << 20
+
+	jobsGroup      = "tjob"            // the default parent, inside the caller's cgroup
+	supervisorLeaf = "tjob-supervisor" // v2: where the caller's processes move
+
+	// killTimeout bounds how long Kill waits for killed processes to be
+	// gone; rmdirTimeout how long Remove retries a busy cgroup.
+	killTimeout  = 5 * time.Second
+	rmdirTimeout = 2 * time.Second
+)
+
+// validateLimits rejects negative or absurd limits before anything starts.
+func validateLimits(j *Job) error {
+	maxCPU := 100 * runtime.NumCPU()
+	limits := []struct {
+		name     string
+		v        int
+		min, max int
+		why      string
+	}{
+		{"CPUPercent", j.CPUPercent, 1, maxCPU, fmt.Sprintf("%d CPUs", runtime.NumCPU())},
+		{"MemoryMB", j.MemoryMB, minMemoryMB, maxMemoryMB, "MiB"},
+		{"ReadBPS", j.ReadBPS, minBPS, math.MaxInt64, "bytes per second"},
+		{"WriteBPS", j.WriteBPS, minBPS, math.MaxInt64, "bytes per second"},
+		{"PidsMax", j.PidsMax, minPidsMax, maxPidsMax, "processes and threads"},
+	}
+	for _, l := range limits {
+		switch {
+		case l.v < 0:
+			return fmt.Errorf("tjob: %w: %s is negative (%d)", ErrInvalid, l.name, l.v)
+		case l.v == 0:
+		case l.v < l.min:
+			return fmt.Errorf("tjob: %w: %s %d is below the minimum of %d (%s)", ErrInvalid, l.name, l.v, l.min, l.why)
+		case l.v > l.max && l.name == "CPUPercent":
+			return fmt.Errorf("tjob: %w: CPUPercent %d is more than this machine's %s (at most %d)", ErrInvalid, l.v, l.why, l.max)
+		case l.v > l.max:
+			return fmt.Errorf("tjob: %w: %s %d is above the maximum of %d (%s)", ErrInvalid, l.name, l.v, l.max, l.why)
+		}
+	}
+	if j.NoCgroup {
+		for _, l := range limits {
+			if l.v != 0 {
+				return fmt.Errorf("tjob: %w: %s %d needs a cgroup, but NoCgroup is set", ErrInvalid, l.name, l.v)
+			}
+		}
+		if len(j.IODevices) > 0 || j.CgroupParent != "" {
+			return fmt.Errorf("tjob: %w: IODevices and CgroupParent need a cgroup, but NoCgroup is set", ErrInvalid)
+		}
+	}
+	if p := j.CgroupParent; p != "" && (!strings.HasPrefix(p, "/") || path.Clean(p) != p || strings.ContainsAny(p, "\n\x00")) {
+		return fmt.Errorf("tjob: %w: CgroupParent %q is not a clean absolute cgroup path such as /jobs", ErrInvalid, p)
+	}
+	for _, d := range j.IODevices {
+		if _, ok := parseMajMin(d); !ok && !strings.HasPrefix(d, "/") {
+			return fmt.Errorf("tjob: %w: IODevices %q: want a device file such as /dev/sda or MAJOR:MINOR", ErrInvalid, d)
+		}
+	}
+	return nil
 }
 
 // newCgroup makes the job's cgroup with its limits; nil when j.NoCgroup.
@@ -35,18 +184,433 @@ func newCgroup(j *Job) (cgroup, error) {
 	if j.NoCgroup {
 		return nil, nil
 	}
-	return nil, nil
-}
-
-// validateLimits rejects negative or absurd limits before anything starts.
-func validateLimits(j *Job) error {
-	for _, l := range []struct {
-		name string
-		v    int
-	}{{"CPUPercent", j.CPUPercent}, {"MemoryMB", j.MemoryMB}, {"ReadBPS", j.ReadBPS}, {"WriteBPS", j.WriteBPS}, {"PidsMax", j.PidsMax}} {
-		if l.v < 0 {
-			return fmt.Errorf("tjob: %w: %s is negative (%d)", ErrInvalid, l.name, l.v)
+	sys, err := detectCgroups()
+	if err != nil {
+		return nil, err
+	}
+	owner, err := ownerName()
+	if err != nil {
+		return nil, err
+	}
+	var devs []devNum
+	if j.ReadBPS > 0 || j.WriteBPS > 0 {
+		if devs, err = ioDevices(j); err != nil {
+			return nil, err
 		}
 	}
+	cleanupFirst(sys, j.CgroupParent)
+	if sys.v2 != nil {
+		return newCgroupV2(j, sys.v2, owner, devs)
+	}
+	return newCgroupV1(j, sys, owner, devs)
+}
+
+// parentOf is where job cgroups go in hierarchy h: custom (Job.CgroupParent)
+// or "tjob" inside the caller's own cgroup.
+func parentOf(h *hier, custom string) string {
+	if custom != "" {
+		return custom
+	}
+	return path.Join(baseOf(h), jobsGroup)
+}
+
+// baseOf is the caller's own cgroup in h; on v2, where tjob may have moved
+// the caller into the supervisor leaf, the cgroup it was moved from. Every
+// process using tjob in one cgroup so finds the same parent.
+func baseOf(h *hier) string {
+	if h.version == 2 && path.Base(h.own) == supervisorLeaf {
+		return path.Dir(h.own)
+	}
+	return h.own
+}
+
+// Owner directories.
+
+var ownerRE = regexp.MustCompile(`^owner-([1-9][0-9]{0,9})-([0-9]{1,20})$`)
+
+var self struct {
+	once sync.Once
+	name string
+	err  error
+}
+
+// ownerName names this process's owner directory.
+func ownerName() (string, error) {
+	self.once.Do(func() {
+		pid := os.Getpid()
+		start, err := procStartTime(pid)
+		if err != nil {
+			self.err = fmt.Errorf("tjob: start time of this process: %w", err)
+			return
+		}
+		self.name = fmt.Sprintf("owner-%d-%d", pid, start)
+	})
+	return self.name, self.err
+}
+
+// procStartTime reads when process pid started, in clock ticks after boot.
+func procStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// "pid (comm) state ppid ...": comm may hold anything, even ") ".
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	const startField = 22 - 3 // fields after the command name start at 3
+	if len(f) <= startField {
+		return 0, fmt.Errorf("/proc/%d/stat: too short", pid)
+	}
+	return strconv.ParseUint(f[startField], 10, 64)
+}
+
+// owners is this process's owner directories and the parents it has cleaned
+// of stale ones. Its lock also orders the making and removing of owner
+// directories with the making of job cgroups in them.
+var owners struct {
+	sync.Mutex
+	locks   map[string]*os.File // owner directory → open, and flock'ed
+	cleaned map[string]bool     // Job.CgroupParent values ("" for the default) cleaned
+}
+
+// holdOwnerDir makes (or finds) an owner directory of this process and holds
+// its flock. The caller holds owners.
+func holdOwnerDir(dir string) error {
+	if f := owners.locks[dir]; f != nil {
+		if _, err := os.Stat(dir); err == nil {
+			return nil
+		}
+		f.Close() // removed behind our back: make it again
+		delete(owners.locks, dir)
+	}
+	if err := mkdirCgroup(dir); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("tjob: opening cgroup %s: %w", dir, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("tjob: locking cgroup %s: %w", dir, err)
+	}
+	if owners.locks == nil {
+		owners.locks = map[string]*os.File{}
+	}
+	owners.locks[dir] = f
 	return nil
+}
+
+// dropOwnerDir removes an owner directory of this process unless jobs are
+// still in it. The caller holds owners.
+func dropOwnerDir(dir string) {
+	err := unix.Rmdir(dir)
+	if err != nil && err != unix.ENOENT {
+		return // EBUSY or ENOTEMPTY: other jobs of ours are in it
+	}
+	if f := owners.locks[dir]; f != nil {
+		f.Close()
+		delete(owners.locks, dir)
+	}
+}
+
+// mkdirCgroup makes one cgroup directory, explaining the usual failures.
+func mkdirCgroup(dir string) error {
+	err := os.Mkdir(dir, 0o755)
+	switch {
+	case err == nil || errors.Is(err, fs.ErrExist):
+		return err
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("tjob: creating cgroup %s: permission denied (run as root or set NoCgroup)", dir)
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("tjob: creating cgroup %s: read-only file system (the cgroup file system is mounted read-only; set NoCgroup)", dir)
+	}
+	return fmt.Errorf("tjob: creating cgroup: %w", err)
+}
+
+// Stale owners.
+
+// CleanupStale kills the processes in, and removes, the job cgroups left by
+// processes that have exited without removing them (a crashed server). It
+// looks under the default parent in each hierarchy, and under every
+// Job.CgroupParent this process has used. It touches only owner directories
+// that tjob made ("owner-<pid>-<start time>") and whose owner is gone: one
+// whose flock nobody holds and whose pid is not running with that start
+// time. It returns the cgroup directories it removed.
+//
+// Every process runs it once, before its first job starts; a server may call
+// it at start to log what it removed.
+func CleanupStale() (removed []string, err error) {
+	sys, err := detectCgroups()
+	if err != nil {
+		return nil, err
+	}
+	owners.Lock()
+	parents := []string{""}
+	for p := range owners.cleaned {
+		if p != "" {
+			parents = append(parents, p)
+		}
+	}
+	owners.Unlock()
+	slices.Sort(parents)
+	return cleanupStale(sys, parents)
+}
+
+// cleanupFirst runs cleanupStale for a parent the first time this process
+// uses it. Errors are not the job's: the job goes on without the cleanup.
+func cleanupFirst(sys *cgroupSystem, parent string) {
+	owners.Lock()
+	done := owners.cleaned[parent]
+	if owners.cleaned == nil {
+		owners.cleaned = map[string]bool{}
+	}
+	owners.cleaned[parent] = true
+	owners.Unlock()
+	if !done {
+		cleanupStale(sys, []string{parent})
+	}
+}
+
+func cleanupStale(sys *cgroupSystem, parents []string) (removed []string, err error) {
+	for _, parent := range parents {
+		// On v1 an owner has a directory in each hierarchy: gather them.
+		byName := map[string][]string{}
+		var names []string
+		for _, h := range sys.hierarchies() {
+			pdir, e := h.dir(parentOf(h, parent))
+			if e != nil {
+				err = errors.Join(err, e)
+				continue
+			}
+			ents, e := os.ReadDir(pdir)
+			if e != nil {
+				if !errors.Is(e, fs.ErrNotExist) {
+					err = errors.Join(err, fmt.Errorf("tjob: reading cgroup %s: %w", pdir, e))
+				}
+				continue
+			}
+			for _, ent := range ents {
+				if !ent.IsDir() || !ownerRE.MatchString(ent.Name()) {
+					continue
+				}
+				if byName[ent.Name()] == nil {
+					names = append(names, ent.Name())
+				}
+				byName[ent.Name()] = append(byName[ent.Name()], filepath.Join(pdir, ent.Name()))
+			}
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			r, e := removeStaleOwner(sys, name, byName[name])
+			removed = append(removed, r...)
+			err = errors.Join(err, e)
+		}
+	}
+	return removed, err
+}
+
+// removeStaleOwner kills and removes an owner's directories, one per
+// hierarchy, unless the owner is alive.
+func removeStaleOwner(sys *cgroupSystem, name string, dirs []string) ([]string, error) {
+	m := ownerRE.FindStringSubmatch(name)
+	pid, _ := strconv.Atoi(m[1])
+	start, _ := strconv.ParseUint(m[2], 10, 64)
+	if s, err := procStartTime(pid); err == nil && s == start {
+		return nil, nil // alive (and perhaps about to lock its directory)
+	}
+	// Its flock on every directory proves an owner alive, in any PID
+	// namespace. Holding the locks also keeps a second cleaner away.
+	var locks []*os.File
+	defer func() {
+		for _, f := range locks {
+			f.Close()
+		}
+	}()
+	for _, d := range dirs {
+		f, err := os.Open(d)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return nil, fmt.Errorf("tjob: opening cgroup %s: %w", d, err)
+		}
+		locks = append(locks, f)
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			return nil, nil // held: its owner lives
+		}
+	}
+	var kerr error
+	if sys.v2 != nil {
+		for _, d := range dirs {
+			kerr = errors.Join(kerr, killV2(d, nil))
+		}
+	} else {
+		kerr = killV1(dirs, nil)
+	}
+	var removed []string
+	var rerr error
+	for _, d := range dirs {
+		r, err := removeTree(d)
+		removed = append(removed, r...)
+		rerr = errors.Join(rerr, err)
+	}
+	if rerr != nil {
+		return removed, errors.Join(kerr, rerr)
+	}
+	return removed, nil
+}
+
+// Killing and removing, for both versions.
+
+// cgroupProcs lists the processes in cgroup directory dir and, with
+// recursive, in the cgroups below it.
+func cgroupProcs(dir string, recursive bool) ([]int, error) {
+	var pids []int
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(s); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	if !recursive {
+		return pids, nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			sub, err := cgroupProcs(filepath.Join(dir, e.Name()), true)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, err
+			}
+			pids = append(pids, sub...)
+		}
+	}
+	return pids, nil
+}
+
+// killProcs sends SIGKILL to every process in the cgroups at dirs and below,
+// and returns how many it found. A pid read from cgroup.procs may belong to
+// another process by the time it is signalled (the first exited, its pid was
+// reused), so each process is pinned with a pidfd and signalled only if it
+// is still listed after that: a pid reused inside the cgroup is the job's
+// too.
+func killProcs(dirs []string) (int, error) {
+	listed := func() (map[int]bool, error) {
+		set := map[int]bool{}
+		for _, d := range dirs {
+			pids, err := cgroupProcs(d, true)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, err
+			}
+			for _, p := range pids {
+				set[p] = true
+			}
+		}
+		return set, nil
+	}
+	before, err := listed()
+	if err != nil || len(before) == 0 {
+		return 0, err
+	}
+	pidfds := map[int]int{}
+	defer func() {
+		for _, fd := range pidfds {
+			unix.Close(fd)
+		}
+	}()
+	for pid := range before {
+		fd, err := unix.PidfdOpen(pid, 0)
+		switch {
+		case err == nil:
+			pidfds[pid] = fd
+		case err == unix.ENOSYS: // before Linux 5.3: plain kill below
+		default:
+			delete(before, pid) // gone already
+		}
+	}
+	after, err := listed()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for pid := range before {
+		if !after[pid] {
+			continue
+		}
+		n++
+		if fd, ok := pidfds[pid]; ok {
+			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		} else {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	return n, nil
+}
+
+// removeTree removes cgroup directory dir and any cgroups below it (a job
+// may have made some), deepest first, and returns what it removed. A cgroup
+// whose last processes are still exiting is busy for a moment: that, and
+// only that, is retried, for up to rmdirTimeout.
+func removeTree(dir string) ([]string, error) {
+	var removed []string
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			r, err := removeTree(filepath.Join(dir, e.Name()))
+			removed = append(removed, r...)
+			if err != nil {
+				return removed, err
+			}
+		}
+	}
+	deadline := time.Now().Add(rmdirTimeout)
+	for {
+		err := unix.Rmdir(dir)
+		switch {
+		case err == nil:
+			return append(removed, dir), nil
+		case err == unix.ENOENT:
+			return removed, nil
+		case err == unix.EBUSY && time.Now().Before(deadline):
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		return removed, fmt.Errorf("tjob: removing cgroup %s: %w", dir, err)
+	}
+}
+
+// waitFor polls done, a little less often as time goes by, until it is true
+// or timeout has passed.
+func waitFor(timeout time.Duration, done func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	sleep := time.Millisecond
+	for {
+		if done() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(sleep)
+		sleep = min(2*sleep, 50*time.Millisecond)
+	}
+}
+
+// cgroupDirer gives a job's cgroup directory in the hierarchy of a
+// controller ("memory", "cpu", "io" or "blkio", "pids", ...), for tests.
+type cgroupDirer interface {
+	dirOf(controller string) string
 }

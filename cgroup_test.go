@@ -1,0 +1,946 @@
+package tjob
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The cgroup tests run real jobs under real limits. They need root and a
+// cgroup file system with controllers, and skip, saying why, without them.
+// With TJOB_REQUIRE_CGROUP=v2 (the VM tests) they fail instead unless the
+// jobs use cgroup v2; with =v1, unless they use v1.
+//
+// Measured figures are logged (go test -v): the OOM kill, the CPU ratio and
+// the I/O seconds.
+
+// requireCgroups skips the test unless jobs can have cgroups here.
+func requireCgroups(t *testing.T) *cgroupSystem {
+	t.Helper()
+	want := os.Getenv("TJOB_REQUIRE_CGROUP")
+	if os.Geteuid() != 0 {
+		if want != "" {
+			t.Fatalf("TJOB_REQUIRE_CGROUP=%s, but not root", want)
+		}
+		t.Skip("needs root: jobs get cgroups of their own")
+	}
+	sys, err := detectCgroups()
+	switch {
+	case err != nil && want != "":
+		t.Fatalf("TJOB_REQUIRE_CGROUP=%s: %v", want, err)
+	case err != nil:
+		t.Skipf("no usable cgroups: %v", err)
+	case want == "v2" && sys.v2 == nil:
+		t.Fatal("TJOB_REQUIRE_CGROUP=v2, but jobs here use cgroup v1")
+	case want == "v1" && sys.v1 == nil:
+		t.Fatal("TJOB_REQUIRE_CGROUP=v1, but jobs here use cgroup v2")
+	}
+	return sys
+}
+
+// requireController skips (or, under TJOB_REQUIRE_CGROUP, fails) when a
+// controller a test limits with is missing.
+func requireController(t *testing.T, sys *cgroupSystem, v2, v1 string) {
+	t.Helper()
+	ok := sys.v2 != nil && sys.v2.has(v2) || sys.v1 != nil && sys.v1[v1] != nil
+	if ok {
+		return
+	}
+	if os.Getenv("TJOB_REQUIRE_CGROUP") != "" {
+		t.Fatalf("no %s controller", v2)
+	}
+	t.Skipf("no %s controller here", v2)
+}
+
+// jobCgroup is the cgroup of a running job.
+func jobCgroup(t *testing.T, j *Job) cgroup {
+	t.Helper()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.proc == nil || j.proc.cg == nil {
+		t.Fatalf("job %s has no cgroup (state %v)", j.ID, j.state)
+	}
+	return j.proc.cg
+}
+
+// jobDirs are a running job's cgroup directories: one on v2, one per
+// hierarchy on v1.
+func jobDirs(t *testing.T, j *Job) []string {
+	t.Helper()
+	switch c := jobCgroup(t, j).(type) {
+	case *cgroupV2:
+		return []string{c.dir}
+	case *cgroupV1:
+		return slices.Clone(c.dirs)
+	}
+	t.Fatal("unknown cgroup type")
+	return nil
+}
+
+func readFile(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// waitRunning waits until the job runs, failing if it ended.
+func waitRunning(t *testing.T, j *Job) {
+	t.Helper()
+	<-j.started
+	if st := j.Summary(); st.State != StateRunning {
+		t.Fatalf("job not running: %v", st)
+	}
+}
+
+// elapsed is how long a finished job ran.
+func elapsed(st Status) time.Duration { return time.Duration(st.Stopped - st.Started) }
+
+// blockDir is a fresh directory on a block device, for the I/O limits:
+// in $TJOB_TEST_BLOCKDIR when set, else in the temp dir or /var/tmp if one
+// of them is on a disk (tmpfs cannot be throttled).
+func blockDir(t *testing.T) string {
+	t.Helper()
+	bases := []string{os.TempDir(), "/var/tmp"}
+	if d := os.Getenv("TJOB_TEST_BLOCKDIR"); d != "" {
+		bases = []string{d}
+	}
+	for _, base := range bases {
+		dir, err := os.MkdirTemp(base, "tjob-io-")
+		if err != nil {
+			continue
+		}
+		if _, ok, err := deviceOfPath(dir); err == nil && ok {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+		os.RemoveAll(dir)
+	}
+	if os.Getenv("TJOB_TEST_BLOCKDIR") != "" {
+		t.Fatalf("TJOB_TEST_BLOCKDIR=%s is not on a block device", os.Getenv("TJOB_TEST_BLOCKDIR"))
+	}
+	t.Skip("no directory on a block device here; set TJOB_TEST_BLOCKDIR")
+	return ""
+}
+
+func assertGone(t *testing.T, what string, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: cgroup %s is still there (%v)", what, d, err)
+		}
+	}
+}
+
+func TestCgroupMemoryLimitOOM(t *testing.T) {
+	sys := requireCgroups(t)
+	requireController(t, sys, "memory", "memory")
+	j := newTestJob(t, "dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1")
+	j.MemoryMB = 20
+	st := final(t, j.Run())
+	t.Logf("MemoryMB=20, dd bs=100M: %v, exit %d, peak %.1f MiB, %v", st, st.Exit, float64(st.Usage.MemoryPeak)/(1<<20), st.Error)
+	if st.Error != nil || !st.OOMKilled || st.Exit != 137 || st.Signal != syscall.SIGKILL {
+		t.Fatalf("status = %v (exit %d, signal %v, OOMKilled %v, error %v), want killed for lack of memory", st, st.Exit, st.Signal, st.OOMKilled, st.Error)
+	}
+	if !strings.Contains(st.String(), "out of memory") {
+		t.Errorf("String() = %q, want it to say out of memory", st)
+	}
+	if limit := uint64(20 << 20); st.Usage.MemoryPeak > limit+(1<<20) {
+		t.Errorf("peak memory %d is above the limit %d", st.Usage.MemoryPeak, limit)
+	}
+
+	// A job that fits is not OOMKilled. (32, not 20: on v2 the jail's
+	// init is charged too, and a -race build's takes some 15 MiB.)
+	j2 := newTestJob(t, "dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=1")
+	j2.MemoryMB = 32
+	if st := final(t, j2.Run()); st.Exit != 0 || st.OOMKilled || st.Error != nil {
+		t.Errorf("small job under MemoryMB=32: %v (exit %d, OOMKilled %v, %v)", st, st.Exit, st.OOMKilled, st.Error)
+	}
+}
+
+// The smallest PidsMax allowed leaves room for the jail's init, which is a
+// Go program with threads of its own, and a shell.
+func TestCgroupPidsMaxMinimum(t *testing.T) {
+	sys := requireCgroups(t)
+	requireController(t, sys, "pids", "pids")
+	for _, jail := range []bool{true, false} {
+		j := newTestJob(t, "sh", "-c", "echo ok")
+		j.PidsMax = minPidsMax
+		j.NoJail = !jail
+		st := final(t, j.Run())
+		if st.Exit != 0 || st.Error != nil || !slices.Equal(j.Status().Lines, []string{"ok"}) {
+			t.Errorf("jail=%v, PidsMax=%d: %v (exit %d, %v) %q", jail, minPidsMax, st, st.Exit, st.Error, j.Status().Lines)
+		}
+	}
+}
+
+// On v1 kernels before 4.13, memory.oom_control does not count OOM kills and
+// an OOM notification tells instead; this runs that path on any v1 kernel.
+func TestCgroupMemoryOOMNotificationV1(t *testing.T) {
+	sys := requireCgroups(t)
+	if sys.v1 == nil {
+		t.Skip("cgroup v1 only")
+	}
+	requireController(t, sys, "memory", "memory")
+	v1OOMEventOnly = true
+	defer func() { v1OOMEventOnly = false }()
+	for _, tc := range []struct {
+		bs  string
+		oom bool
+	}{{"100M", true}, {"1M", false}} {
+		j := newTestJob(t, "dd", "if=/dev/zero", "of=/dev/null", "bs="+tc.bs, "count=1")
+		j.MemoryMB = 20
+		st := final(t, j.Run())
+		if st.OOMKilled != tc.oom || st.Error != nil {
+			t.Errorf("dd bs=%s under MemoryMB=20: OOMKilled %v (exit %d, %v), want %v", tc.bs, st.OOMKilled, st.Exit, st.Error, tc.oom)
+		}
+	}
+}
+
+func busyScript(n int) string {
+	return fmt.Sprintf("i=0; while [ $i -lt %d ]; do i=$((i+1)); done", n)
+}
+
+func TestCgroupCPULimit(t *testing.T) {
+	sys := requireCgroups(t)
+	requireController(t, sys, "cpu", "cpu")
+
+	// Calibrate the busy loop so that it takes 0.3-0.5 s unlimited, under
+	// the same jail and cgroup as the limited run.
+	run := func(n, cpu int) Status {
+		j := newTestJob(t, "sh", "-c", busyScript(n))
+		j.CPUPercent = cpu
+		st := final(t, j.Run())
+		if st.Exit != 0 || st.Error != nil {
+			t.Fatalf("busy loop: %v (exit %d, %v)", st, st.Exit, st.Error)
+		}
+		return st
+	}
+	n := 100_000
+	var unlimited time.Duration
+	for range 6 {
+		unlimited = elapsed(run(n, 0))
+		if unlimited >= 300*time.Millisecond && unlimited <= 500*time.Millisecond {
+			break
+		}
+		n = int(float64(n) * float64(400*time.Millisecond) / float64(max(unlimited, time.Millisecond)))
+	}
+	// The best of three, so that a busy machine does not inflate it.
+	for range 2 {
+		unlimited = min(unlimited, elapsed(run(n, 0)))
+	}
+	st := run(n, 20)
+	limited := elapsed(st)
+	ratio := float64(limited) / float64(unlimited)
+	t.Logf("busy loop of %d: unlimited %v, CPUPercent=20 %v: %.1fx; CPU time %v", n, unlimited.Round(time.Millisecond), limited.Round(time.Millisecond), ratio, st.Usage.CPU.Round(time.Millisecond))
+	if ratio < 3.5 {
+		t.Errorf("CPUPercent=20 ran %.1fx as long as unlimited, want at least 3.5x", ratio)
+	}
+	if st.Usage.CPU <= 0 {
+		t.Errorf("no CPU time reported: %+v", st.Usage)
+	}
+}
+
+// ddTimed runs dd in dir under the job's limits and returns its Status.
+func ddTimed(t *testing.T, dir string, set func(*Job), args ...string) Status {
+	t.Helper()
+	j := newTestJob(t, "dd", args...)
+	j.Dir = dir
+	set(j)
+	st := final(t, j.Run())
+	if st.Exit != 0 || st.Error != nil {
+		t.Fatalf("dd %v: %v (exit %d, %v)\n%s", args, st, st.Exit, st.Error, strings.Join(j.Status().Lines, "\n"))
+	}
+	return st
+}
+
+func TestCgroupWriteBPS(t *testing.T) {
+	sys := requireCgroups(t)
+	requireController(t, sys, "io", "blkio")
+	dir := blockDir(t)
+	st := ddTimed(t, dir, func(j *Job) { j.WriteBPS = 2 << 20 },
+		"if=/dev/zero", "of=out", "bs=1M", "count=8", "oflag=direct")
+	t.Logf("WriteBPS=2MiB/s, 8 MiB oflag=direct: %v, %d bytes written", elapsed(st).Round(time.Millisecond), st.Usage.WriteBytes)
+	if elapsed(st) < 3*time.Second {
+		t.Errorf("8 MiB at 2 MiB/s took %v, want at least 3s", elapsed(st))
+	}
+	if st.Usage.WriteBytes < 8<<20 {
+		t.Errorf("Usage.WriteBytes = %d, want at least 8 MiB", st.Usage.WriteBytes)
+	}
+}
+
+func TestCgroupReadBPS(t *testing.T) {
+	sys := requireCgroups(t)
+	requireController(t, sys, "io", "blkio")
+	dir := blockDir(t)
+	f, err := os.Create(filepath.Join(dir, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 8<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	st := ddTimed(t, dir, func(j *Job) { j.ReadBPS = 2 << 20 },
+		"if=in", "of=/dev/null", "bs=1M", "iflag=direct")
+	t.Logf("ReadBPS=2MiB/s, 8 MiB iflag=direct: %v, %d bytes read", elapsed(st).Round(time.Millisecond), st.Usage.ReadBytes)
+	if elapsed(st) < 3*time.Second {
+		t.Errorf("8 MiB at 2 MiB/s took %v, want at least 3s", elapsed(st))
+	}
+	if st.Usage.ReadBytes < 8<<20 {
+		t.Errorf("Usage.ReadBytes = %d, want at least 8 MiB", st.Usage.ReadBytes)
+	}
+}
+
+func TestCgroupPidsMaxForkBomb(t *testing.T) {
+	sys := requireCgroups(t)
+	requireController(t, sys, "pids", "pids")
+	// The bomb runs in the background; the job's own process then needs
+	// no fork to stay (exec), so it lives until stopped.
+	j := newTestJob(t, "sh", "-c", "b() { b | b & }; b; exec sleep 60")
+	j.PidsMax = 32
+	j.GracePeriod = time.Second
+	done := j.Run()
+	waitRunning(t, j)
+	pidsDir := jobCgroup(t, j).(cgroupDirer).dirOf("pids")
+	dirs := jobDirs(t, j)
+
+	peak := 0
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		n, err := strconv.Atoi(readFile(t, filepath.Join(pidsDir, "pids.current")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		peak = max(peak, n)
+		if n > 32 {
+			t.Fatalf("pids.current = %d, above PidsMax 32", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The host still forks.
+	if err := exec.Command("true").Run(); err != nil {
+		t.Errorf("the host cannot run a process during the fork bomb: %v", err)
+	}
+	events := readFile(t, filepath.Join(pidsDir, "pids.events"))
+	t.Logf("fork bomb under PidsMax=32: peak pids.current %d; pids.events %q", peak, events)
+	if !strings.HasPrefix(events, "max ") || events == "max 0" {
+		t.Errorf("pids.events = %q: no fork was refused", events)
+	}
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- j.Stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Stop did not return")
+	}
+	st := final(t, done)
+	if st.Error != nil {
+		t.Errorf("error after Stop: %v", st.Error)
+	}
+	assertGone(t, "after stopping the fork bomb", dirs...)
+}
+
+func TestCgroupRemoved(t *testing.T) {
+	requireCgroups(t)
+	owner, err := ownerName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownerDirs := func(dirs []string) []string {
+		var out []string
+		for _, d := range dirs {
+			out = append(out, filepath.Dir(d))
+		}
+		return out
+	}
+
+	t.Run("ended", func(t *testing.T) {
+		j := newTestJob(t, "sh", "-c", "sleep 0.3 & sleep 0.2") // leaves a child behind
+		done := j.Run()
+		waitRunning(t, j)
+		dirs := jobDirs(t, j)
+		if st := final(t, done); st.Exit != 0 || st.Error != nil {
+			t.Fatalf("%v (exit %d, %v)", st, st.Exit, st.Error)
+		}
+		assertGone(t, "after the job ended", dirs...)
+		assertGone(t, "owner directory after its last job", ownerDirs(dirs)...)
+	})
+	t.Run("stopped", func(t *testing.T) {
+		j := newTestJob(t, "sleep", "100")
+		done := j.Run()
+		waitRunning(t, j)
+		dirs := jobDirs(t, j)
+		if err := j.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if st := final(t, done); !st.StopRequested || st.Error != nil {
+			t.Fatalf("%v (%v)", st, st.Error)
+		}
+		assertGone(t, "after Stop", dirs...)
+	})
+	for _, jail := range []bool{true, false} {
+		t.Run(fmt.Sprintf("failed start jail=%v", jail), func(t *testing.T) {
+			// The cgroup is made before the process starts; a working
+			// directory that does not exist fails after that.
+			j := newTestJob(t, "true")
+			j.Dir = "/nonexistent/tjob"
+			j.NoJail = !jail
+			j.MemoryMB = 64
+			st := final(t, j.Run())
+			if st.State != StateFailed || !strings.Contains(fmt.Sprint(st.Error), "nonexistent") {
+				t.Fatalf("status = %v (%v), want a failed start naming the directory", st, st.Error)
+			}
+			sys, _ := detectCgroups()
+			for _, h := range sys.hierarchies() {
+				d, _ := h.dir(path.Join(parentOf(h, ""), owner))
+				assertGone(t, "after a failed start", filepath.Join(d, j.ID), d)
+			}
+		})
+	}
+	t.Run("concurrent", func(t *testing.T) {
+		const n = 8
+		var chans []<-chan Status
+		var jobs []*Job
+		for range n {
+			j := newTestJob(t, "sh", "-c", "sleep 0.1")
+			j.MemoryMB = 64
+			jobs = append(jobs, j)
+			chans = append(chans, j.Run())
+		}
+		var dirs []string
+		for i, ch := range chans {
+			if st := final(t, ch); st.Exit != 0 || st.Error != nil {
+				t.Errorf("job %d: %v (exit %d, %v)", i, st, st.Exit, st.Error)
+			}
+		}
+		sys, _ := detectCgroups()
+		for _, h := range sys.hierarchies() {
+			d, _ := h.dir(path.Join(parentOf(h, ""), owner))
+			dirs = append(dirs, d)
+		}
+		assertGone(t, "after concurrent jobs", dirs...)
+	})
+}
+
+func TestCgroupLimitFiles(t *testing.T) {
+	sys := requireCgroups(t)
+	for _, c := range [][2]string{{"cpu", "cpu"}, {"memory", "memory"}, {"io", "blkio"}, {"pids", "pids"}} {
+		requireController(t, sys, c[0], c[1])
+	}
+	dir := blockDir(t)
+	j := newTestJob(t, "sleep", "100")
+	j.Dir = dir
+	j.CPUPercent = 20
+	j.MemoryMB = 64
+	j.PidsMax = 100
+	j.ReadBPS = 3 << 20
+	j.WriteBPS = 4 << 20
+	devs, err := ioDevices(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Run()
+	waitRunning(t, j)
+	cg := jobCgroup(t, j)
+	d := cg.(cgroupDirer).dirOf
+	check := func(ctrl, file, want string) {
+		t.Helper()
+		if got := readFile(t, filepath.Join(d(ctrl), file)); got != want {
+			t.Errorf("%s = %q, want %q", file, got, want)
+		}
+	}
+	mem := strconv.Itoa(64 << 20)
+	if sys.v2 != nil {
+		check("cpu", "cpu.max", "20000 100000")
+		check("memory", "memory.max", mem)
+		if _, err := os.Stat(filepath.Join(d("memory"), "memory.swap.max")); err == nil {
+			check("memory", "memory.swap.max", "0")
+		}
+		check("pids", "pids.max", "100")
+		iomax := readFile(t, filepath.Join(d("io"), "io.max"))
+		for _, dev := range devs {
+			if want := dev.String() + " rbps=3145728 wbps=4194304 riops=max wiops=max"; !strings.Contains(iomax, want) {
+				t.Errorf("io.max = %q, want a line %q", iomax, want)
+			}
+		}
+	} else {
+		check("cpu", "cpu.cfs_quota_us", "20000")
+		check("cpu", "cpu.cfs_period_us", "100000")
+		check("memory", "memory.limit_in_bytes", mem)
+		if _, err := os.Stat(filepath.Join(d("memory"), "memory.memsw.limit_in_bytes")); err == nil {
+			check("memory", "memory.memsw.limit_in_bytes", mem)
+		}
+		check("pids", "pids.max", "100")
+		for _, dev := range devs {
+			check("blkio", "blkio.throttle.read_bps_device", dev.String()+" 3145728")
+			check("blkio", "blkio.throttle.write_bps_device", dev.String()+" 4194304")
+		}
+	}
+	// The job's process is in it, in every hierarchy.
+	pid := strconv.Itoa(j.Summary().Pid)
+	for _, dir := range jobDirs(t, j) {
+		if procs := strings.Fields(readFile(t, filepath.Join(dir, "cgroup.procs"))); !slices.Contains(procs, pid) {
+			t.Errorf("%s/cgroup.procs = %v, want the job's %s", dir, procs, pid)
+		}
+	}
+	t.Logf("%s; devices %v", cg, devs)
+	j.Stop()
+}
+
+func TestCgroupIODevicesOverride(t *testing.T) {
+	sys := requireCgroups(t)
+	requireController(t, sys, "io", "blkio")
+	dir := blockDir(t)
+	d, ok, err := deviceOfPath(dir)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	disk, err := wholeDisk(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range []string{d.String(), "/dev/" + filepath.Base(devPath(t, disk))} {
+		j := &Job{IODevices: []string{spec}, WriteBPS: 1 << 20}
+		devs, err := ioDevices(j)
+		if err != nil {
+			t.Errorf("IODevices %q: %v", spec, err)
+			continue
+		}
+		if len(devs) != 1 || devs[0] != disk {
+			t.Errorf("IODevices %q = %v, want %v", spec, devs, disk)
+		}
+	}
+	for _, bad := range []string{"/dev/null", "0:0"} {
+		if _, err := ioDevices(&Job{IODevices: []string{bad}}); err == nil {
+			t.Errorf("IODevices %q accepted", bad)
+		}
+	}
+}
+
+// devPath is the /sys/dev/block entry of a device, resolved.
+func devPath(t *testing.T, d devNum) string {
+	p, err := filepath.EvalSymlinks("/sys/dev/block/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestWholeDiskOfPartition(t *testing.T) {
+	ents, _ := os.ReadDir("/sys/class/block")
+	for _, e := range ents {
+		p, err := filepath.EvalSymlinks(filepath.Join("/sys/class/block", e.Name()))
+		if err != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(p, "partition")); err != nil {
+			continue
+		}
+		part, _ := parseMajMin(readFile(t, filepath.Join(p, "dev")))
+		disk, _ := parseMajMin(readFile(t, filepath.Join(filepath.Dir(p), "dev")))
+		got, err := wholeDisk(part)
+		if err != nil || got != disk {
+			t.Errorf("wholeDisk(%s, %s) = %v, %v; want %v", part, e.Name(), got, err, disk)
+		}
+		return
+	}
+	t.Skip("no partition on this machine")
+}
+
+func TestCgroupUsage(t *testing.T) {
+	sys := requireCgroups(t)
+	requireController(t, sys, "io", "blkio")
+	dir := blockDir(t)
+	j := newTestJob(t, "sh", "-c", busyScript(100_000)+"; dd if=/dev/zero of=out bs=1M count=4 oflag=direct")
+	j.Dir = dir
+	st := final(t, j.Run())
+	t.Logf("usage: CPU %v, peak memory %d, read %d, written %d", st.Usage.CPU, st.Usage.MemoryPeak, st.Usage.ReadBytes, st.Usage.WriteBytes)
+	if st.Exit != 0 || st.Error != nil {
+		t.Fatalf("%v (exit %d, %v)", st, st.Exit, st.Error)
+	}
+	if st.Usage.CPU < 10*time.Millisecond {
+		t.Errorf("CPU time %v, want some", st.Usage.CPU)
+	}
+	if st.Usage.WriteBytes < 4<<20 {
+		t.Errorf("written %d bytes, want at least 4 MiB", st.Usage.WriteBytes)
+	}
+	if (sys.v1 != nil || sys.v2.has("memory")) && st.Usage.MemoryPeak == 0 {
+		t.Error("no peak memory")
+	}
+}
+
+func TestCgroupValidate(t *testing.T) {
+	maxCPU := 100 * runtime.NumCPU()
+	for _, tc := range []struct {
+		set  func(*Job)
+		want string // in the error; "" for valid
+	}{
+		{func(j *Job) { j.CPUPercent = maxCPU }, ""},
+		{func(j *Job) { j.CPUPercent = 1; j.MemoryMB = 6; j.PidsMax = 16; j.ReadBPS = 4096; j.WriteBPS = 4096 }, ""},
+		{func(j *Job) { j.CPUPercent = -5 }, "CPUPercent is negative (-5)"},
+		{func(j *Job) { j.CPUPercent = maxCPU + 1 }, fmt.Sprintf("CPUPercent %d", maxCPU+1)},
+		{func(j *Job) { j.MemoryMB = 1 }, "MemoryMB 1"},
+		{func(j *Job) { j.MemoryMB = maxMemoryMB + 1 }, fmt.Sprintf("MemoryMB %d", maxMemoryMB+1)},
+		{func(j *Job) { j.ReadBPS = 100 }, "ReadBPS 100"},
+		{func(j *Job) { j.WriteBPS = -1 }, "WriteBPS is negative (-1)"},
+		{func(j *Job) { j.PidsMax = 2 }, "PidsMax 2"},
+		{func(j *Job) { j.PidsMax = 5_000_000 }, "PidsMax 5000000"},
+		{func(j *Job) { j.NoCgroup = true; j.MemoryMB = 20 }, "MemoryMB 20 needs a cgroup"},
+		{func(j *Job) { j.NoCgroup = true; j.CgroupParent = "/x" }, "NoCgroup"},
+		{func(j *Job) { j.CgroupParent = "jobs" }, `CgroupParent "jobs"`},
+		{func(j *Job) { j.CgroupParent = "/a/../b" }, `CgroupParent "/a/../b"`},
+		{func(j *Job) { j.IODevices = []string{"sda"} }, `IODevices "sda"`},
+	} {
+		j := NewJob("true")
+		tc.set(j)
+		err := validateLimits(j)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%+v: %v", j, err)
+		case tc.want != "" && (!errors.Is(err, ErrInvalid) || !strings.Contains(fmt.Sprint(err), tc.want)):
+			t.Errorf("error = %v, want ErrInvalid saying %q", err, tc.want)
+		}
+	}
+}
+
+// makeCgroup makes a cgroup directory for a test, removed at its end.
+func makeCgroup(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeTree(dir) })
+}
+
+func TestCgroupCleanupStale(t *testing.T) {
+	sys := requireCgroups(t)
+	parent := fmt.Sprintf("/tjob-test-cleanup-%d", os.Getpid())
+	hs := sys.hierarchies()
+	dirsOf := func(name string) []string {
+		var out []string
+		for _, h := range hs {
+			d, err := h.dir(path.Join(parent, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, d)
+		}
+		return out
+	}
+	for _, h := range hs {
+		d, _ := h.dir(parent)
+		makeCgroup(t, d)
+	}
+
+	// A process that is gone, with its start time.
+	dead := exec.Command("sleep", "10")
+	if err := dead.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadStart, err := procStartTime(dead.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.Process.Kill()
+	dead.Wait()
+	// A live one, standing for a live owner.
+	live := exec.Command("sleep", "100")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { live.Process.Kill(); live.Wait() }()
+	liveStart, err := procStartTime(live.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A process left in a stale job cgroup: it must be killed.
+	orphan := exec.Command("sleep", "100")
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { orphan.Process.Kill(); orphan.Wait() }()
+
+	stale := fmt.Sprintf("owner-%d-%d", dead.Process.Pid, deadStart)
+	reused := fmt.Sprintf("owner-%d-%d", live.Process.Pid, liveStart+1) // pid reused by another process
+	alive := fmt.Sprintf("owner-%d-%d", live.Process.Pid, liveStart)
+	locked := fmt.Sprintf("owner-%d-%d", dead.Process.Pid, deadStart+1) // its owner lives elsewhere: holds the lock
+	for _, name := range []string{stale, reused, alive, locked, "owner-x-1", "not-tjob"} {
+		for _, d := range dirsOf(name) {
+			makeCgroup(t, filepath.Join(d, "job1"))
+		}
+	}
+	for _, d := range dirsOf(stale) {
+		if err := os.WriteFile(filepath.Join(d, "job1", "cgroup.procs"), []byte(strconv.Itoa(orphan.Process.Pid)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range dirsOf(locked) {
+		f, err := os.Open(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// As if this process had run a job under parent: CleanupStale looks
+	// there too.
+	owners.Lock()
+	if owners.cleaned == nil {
+		owners.cleaned = map[string]bool{}
+	}
+	owners.cleaned[parent] = true
+	owners.Unlock()
+	defer func() {
+		owners.Lock()
+		delete(owners.cleaned, parent)
+		owners.Unlock()
+	}()
+
+	removed, err := CleanupStale()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("removed %v", removed)
+	var want []string
+	for _, name := range []string{reused, stale} {
+		for _, d := range dirsOf(name) {
+			want = append(want, filepath.Join(d, "job1"), d)
+		}
+	}
+	for _, w := range want {
+		if !slices.Contains(removed, w) {
+			t.Errorf("CleanupStale did not report %s", w)
+		}
+	}
+	assertGone(t, "stale", append(dirsOf(stale), dirsOf(reused)...)...)
+	for _, name := range []string{alive, locked, "owner-x-1", "not-tjob"} {
+		for _, d := range dirsOf(name) {
+			if _, err := os.Stat(filepath.Join(d, "job1")); err != nil {
+				t.Errorf("%s was touched: %v", d, err)
+			}
+		}
+	}
+	err = orphan.Wait()
+	if ws, ok := orphan.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("the process in the stale cgroup: %v, want killed", err)
+	}
+}
+
+// TestCgroupV2NestedCaller runs a job from a process in a cgroup of its own,
+// not the root, with a second process beside it: both move into the
+// supervisor leaf, and the job's cgroup goes under <own>/tjob.
+func TestCgroupV2NestedCaller(t *testing.T) {
+	if os.Getenv("TJOB_TEST_NESTED") != "" {
+		nestedCaller()
+		return
+	}
+	sys := requireCgroups(t)
+	if sys.v2 == nil {
+		t.Skip("cgroup v2 only (TestCgroupV2OnHybrid runs it on hybrid hosts)")
+	}
+	testNestedCaller(t, sys, false)
+}
+
+func testNestedCaller(t *testing.T, sys *cgroupSystem, force bool) {
+	h := sys.v2
+	nest := path.Join(baseOf(h), fmt.Sprintf("tjob-test-nest-%d", os.Getpid()))
+	nestDir, err := h.dir(nest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	makeCgroup(t, nestDir)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCgroupV2NestedCaller$")
+	cmd.Env = append(os.Environ(), "TJOB_TEST_NESTED="+filepath.Join(nestDir, "cgroup.procs"), "TJOB_TEST_SPOOL="+t.TempDir())
+	if force {
+		cmd.Env = append(cmd.Env, "TJOB_TEST_FORCE_V2=1")
+	}
+	out, err := cmd.CombinedOutput()
+	t.Logf("nested caller:\n%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			lines[k] = v
+		}
+	}
+	// Without controllers to enable (a hybrid host's v2), nothing moves.
+	leaf := path.Join(nest, supervisorLeaf)
+	if force {
+		leaf = nest
+	}
+	if lines["caller"] != leaf || lines["sibling"] != leaf {
+		t.Errorf("caller in %q, its sibling in %q; want both in %s", lines["caller"], lines["sibling"], leaf)
+	}
+	if !strings.HasPrefix(lines["job"], path.Join(nest, jobsGroup, "owner-")+"") {
+		t.Errorf("job in %q, want under %s", lines["job"], path.Join(nest, jobsGroup))
+	}
+	if lines["exit"] != "0" || lines["error"] != "<nil>" {
+		t.Errorf("job: exit %s, error %s", lines["exit"], lines["error"])
+	}
+	ents, _ := os.ReadDir(filepath.Join(nestDir, jobsGroup))
+	for _, e := range ents {
+		if e.IsDir() {
+			t.Errorf("left behind: %s", e.Name())
+		}
+	}
+	if want := "cpu memory io pids"; !force && readFile(t, filepath.Join(nestDir, "cgroup.subtree_control")) == "" {
+		t.Errorf("no controllers enabled in %s, want %s", nest, want)
+	}
+}
+
+// nestedCaller is the child of testNestedCaller.
+func nestedCaller() {
+	if os.Getenv("TJOB_TEST_FORCE_V2") != "" {
+		forceV2 = true
+	}
+	must := func(err error) {
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+	}
+	must(os.WriteFile(os.Getenv("TJOB_TEST_NESTED"), []byte("0"), 0))
+	sibling := exec.Command("sleep", "100")
+	must(sibling.Start())
+	defer func() { sibling.Process.Kill(); sibling.Wait() }()
+
+	j := NewJob("cat", "/proc/self/cgroup")
+	j.SpoolDir = os.Getenv("TJOB_TEST_SPOOL")
+	if !forceV2 {
+		j.MemoryMB = 64
+		j.PidsMax = 64
+		j.CPUPercent = 50
+	}
+	st := <-j.Run()
+	cg := func(pid string) string {
+		m, err := readProcCgroup("/proc/" + pid + "/cgroup")
+		must(err)
+		return m[""]
+	}
+	job := ""
+	for _, l := range j.Status().Lines {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			job = p
+		}
+	}
+	fmt.Printf("caller=%s\nsibling=%s\njob=%s\nexit=%d\nerror=%v\n", cg("self"), cg(strconv.Itoa(sibling.Process.Pid)), job, st.Exit, st.Error)
+	j.Close()
+}
+
+// TestCgroupV2OnHybrid runs the v2 code on a hybrid host's unified
+// hierarchy, which has no controllers: no limits, but the placement, the
+// kill, the removal and the cleanup are the same.
+func TestCgroupV2OnHybrid(t *testing.T) {
+	sys := requireCgroups(t)
+	if sys.v2 != nil {
+		t.Skip("jobs use cgroup v2 here already")
+	}
+	forceV2 = true
+	defer func() { forceV2 = false }()
+	sys, err := detectCgroups()
+	if err != nil || sys.v2 == nil {
+		t.Skipf("no cgroup v2 mount: %v", err)
+	}
+	t.Run("lifecycle", func(t *testing.T) {
+		j := newTestJob(t, "sh", "-c", "sleep 100 & cat /proc/self/cgroup; exec sleep 100")
+		done := j.Run()
+		waitRunning(t, j)
+		c, ok := jobCgroup(t, j).(*cgroupV2)
+		if !ok || c.IntoFile() == nil || c.ProcsFiles() != nil {
+			t.Fatalf("cgroup %v: want v2 with IntoFile", c)
+		}
+		procs := readFile(t, filepath.Join(c.dir, "cgroup.procs"))
+		if len(strings.Fields(procs)) < 3 {
+			t.Errorf("cgroup.procs = %q, want the jail's init and two sleeps", procs)
+		}
+		j.Stop()
+		st := final(t, done)
+		if st.Error != nil || !strings.Contains(strings.Join(j.Status().Lines, "\n"), "0::"+c.name) {
+			t.Errorf("%v (%v): lines %q, want 0::%s", st, st.Error, j.Status().Lines, c.name)
+		}
+		if st.Usage.CPU <= 0 {
+			t.Errorf("no CPU time: %+v", st.Usage)
+		}
+		assertGone(t, "after Stop", c.dir, c.ownerDir)
+	})
+	t.Run("limits refused", func(t *testing.T) {
+		j := newTestJob(t, "true")
+		j.MemoryMB = 20
+		st := final(t, j.Run())
+		if st.State != StateFailed || !strings.Contains(fmt.Sprint(st.Error), "memory controller") {
+			t.Errorf("MemoryMB without a memory controller: %v (%v)", st, st.Error)
+		}
+	})
+	t.Run("cleanup", func(t *testing.T) { TestCgroupCleanupStale(t) })
+	t.Run("removed", func(t *testing.T) {
+		// No limits: run TestCgroupRemoved's cases without MemoryMB.
+		j := newTestJob(t, "true")
+		j.Dir = "/nonexistent/tjob"
+		j.NoJail = true
+		st := final(t, j.Run())
+		if st.State != StateFailed {
+			t.Fatalf("%v", st)
+		}
+		owner, _ := ownerName()
+		d, _ := sys.v2.dir(path.Join(parentOf(sys.v2, ""), owner))
+		assertGone(t, "after a failed start", d)
+	})
+	t.Run("nested caller", func(t *testing.T) { testNestedCaller(t, sys, true) })
+}
+
+func TestCgroupMountParsing(t *testing.T) {
+	if got := unescapeMount(`/a\040b\134c`); got != `/a b\c` {
+		t.Errorf("unescapeMount = %q", got)
+	}
+	file := filepath.Join(t.TempDir(), "cgroup")
+	os.WriteFile(file, []byte("12:cpu,cpuacct:/a\n4:memory:/b/c\n1:name=systemd:/x\n0::/u\n"), 0o644)
+	m, err := readProcCgroup(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["cpu"] != "/a" || m["cpuacct"] != "/a" || m["memory"] != "/b/c" || m[""] != "/u" {
+		t.Errorf("readProcCgroup = %v", m)
+	}
+	h := &hier{mount: "/sys/fs/cgroup", root: "/ns"}
+	for p, want := range map[string]string{"/ns": "/sys/fs/cgroup", "/ns/x": "/sys/fs/cgroup/x", "/nsx": "", "/": ""} {
+		got, err := h.dir(p)
+		if (err != nil) != (want == "") || got != want {
+			t.Errorf("dir(%q) = %q, %v; want %q", p, got, err, want)
+		}
+	}
+	for name, ok := range map[string]bool{"owner-1-2": true, "owner-0-2": false, "owner-1": false, "owner-1-2-3": false, "xowner-1-2": false, "owner-12345678901-1": false} {
+		if ownerRE.MatchString(name) != ok {
+			t.Errorf("ownerRE(%q) = %v", name, !ok)
+		}
+	}
+	if _, err := procStartTime(os.Getpid()); err != nil {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,411 @@
+package tjob
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/cgroups/v3/cgroup1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// cgroup v1: a hierarchy per controller (or per group of controllers). The
+// job gets a directory in each tjob uses that is mounted; the jail's init
+// joins them all before it starts the command. containerd's cgroup1 package
+// writes the limits (its cpu, memory, blkio and pids controllers) and reads
+// the usage (Cgroup.Stat). Written here, because the package does not fit:
+//
+//   - the OOM kill count: Stat reads memory.oom_control's oom_kill but
+//     cannot tell a zero from a kernel that does not count (before 4.13);
+//     there an OOM notification (cgroup.event_control) tells instead;
+//   - freezing: the package's freeze loop has no bound, and a task stuck in
+//     the kernel keeps a cgroup FREEZING for as long as it likes;
+//   - removing: as on v2 (see cgroup_v2.go).
+
+// cgroupV1 is a job's cgroups on cgroup v1.
+type cgroupV1 struct {
+	names     []string          // as /proc/<pid>/cgroup shows them, distinct
+	dirs      []string          // one per hierarchy, the freezer's first
+	byCtrl    map[string]string // controller → its directory
+	ownerDirs []string
+	cg        cgroup1.Cgroup
+	devs      []devNum
+	oomFD     int // eventfd of the OOM notification, or -1
+
+	mu      sync.Mutex // orders Kill and Remove
+	removed bool
+}
+
+// v1OOMEventOnly makes the OOM notification decide OOMKilled even where
+// the kernel counts OOM kills (tests: the fallback must work too).
+var v1OOMEventOnly = false
+
+func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgroupV1, err error) {
+	needs := map[string]string{}
+	if j.CPUPercent > 0 {
+		needs["cpu"] = "CPUPercent"
+	}
+	if j.MemoryMB > 0 {
+		needs["memory"] = "MemoryMB"
+	}
+	if j.ReadBPS > 0 || j.WriteBPS > 0 {
+		needs["blkio"] = "ReadBPS/WriteBPS"
+	}
+	if j.PidsMax > 0 {
+		needs["pids"] = "PidsMax"
+	}
+	for _, c := range v1Controllers {
+		if lim, ok := needs[c]; ok && sys.v1[c] == nil {
+			return nil, fmt.Errorf("tjob: %s needs the cgroup v1 %s controller, which is not mounted", lim, c)
+		}
+	}
+
+	c := &cgroupV1{byCtrl: map[string]string{}, devs: devs, oomFD: -1}
+	rels := map[string]string{} // controller → job cgroup relative to its mount
+
+	owners.Lock()
+	defer owners.Unlock()
+	defer func() {
+		if err != nil {
+			c.release()
+		}
+	}()
+	for _, h := range sys.hierarchies() {
+		parent := parentOf(h, j.CgroupParent)
+		// The parent, made if missing (v1 has no controllers to enable).
+		for _, p := range ancestors(parent) {
+			d, err := h.dir(p)
+			if err != nil {
+				return nil, err
+			}
+			if err := mkdirCgroup(d); err != nil && !errors.Is(err, fs.ErrExist) {
+				return nil, err
+			}
+		}
+		ownerDir, err := h.dir(path.Join(parent, owner))
+		if err != nil {
+			return nil, err
+		}
+		if err := holdOwnerDir(ownerDir); err != nil {
+			return nil, err
+		}
+		c.ownerDirs = append(c.ownerDirs, ownerDir)
+		name := path.Join(parent, owner, j.ID)
+		dir, _ := h.dir(name)
+		if err := mkdirCgroup(dir); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return nil, fmt.Errorf("tjob: cgroup %s exists already: is job ID %s in use?", dir, j.ID)
+			}
+			return nil, err
+		}
+		c.dirs = append(c.dirs, dir)
+		if !containsString(c.names, name) {
+			c.names = append(c.names, name)
+		}
+		rel, _ := h.rel(name)
+		for _, ctrl := range h.ctrls {
+			c.byCtrl[ctrl] = dir
+			rels[ctrl] = rel
+		}
+	}
+
+	// containerd's controllers find a hierarchy at <root>/<controller>.
+	var subs []cgroup1.Subsystem
+	memSub := false
+	for _, ctrl := range []string{"cpu", "cpuacct", "memory", "blkio", "pids"} {
+		h := sys.v1[ctrl]
+		if h == nil {
+			continue
+		}
+		root, err := v1Root(h, ctrl)
+		if err != nil {
+			if _, needed := needs[ctrl]; needed {
+				return nil, err
+			}
+			continue // only usage is lost
+		}
+		switch ctrl {
+		case "cpu":
+			subs = append(subs, cgroup1.NewCpu(root))
+		case "cpuacct":
+			subs = append(subs, cgroup1.NewCpuacct(root))
+		case "memory":
+			subs = append(subs, cgroup1.NewMemory(root, cgroup1.OptionalSwap(), cgroup1.IgnoreModules("kmem", "kmem.tcp")))
+			memSub = true
+		case "blkio":
+			subs = append(subs, cgroup1.NewBlkio(root))
+		case "pids":
+			subs = append(subs, cgroup1.NewPids(root))
+		}
+	}
+	c.cg, err = cgroup1.New(
+		func(n cgroup1.Name) (string, error) { return rels[string(n)], nil },
+		v1Resources(j, c.byCtrl["memory"], devs),
+		cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("tjob: setting limits on %s: %w", c, err)
+	}
+
+	if mem := c.byCtrl["memory"]; memSub && (v1OOMEventOnly || !hasOOMKillCount(mem)) {
+		fd, err := c.cg.RegisterMemoryEvent(cgroup1.OOMEvent())
+		if err != nil {
+			return nil, fmt.Errorf("tjob: OOM notification for %s: %w", c, err)
+		}
+		c.oomFD = int(fd)
+		if err := unix.SetNonblock(c.oomFD, true); err != nil {
+			return nil, fmt.Errorf("tjob: OOM notification for %s: %w", c, err)
+		}
+	}
+	return c, nil
+}
+
+// ancestors lists cgroup p and the cgroups above it but the root, top down.
+func ancestors(p string) []string {
+	var out []string
+	for ; p != "/" && p != "." && p != ""; p = path.Dir(p) {
+		out = append([]string{p}, out...)
+	}
+	return out
+}
+
+func containsString(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+// v1Root returns the directory containerd's controllers take as the root of
+// all v1 hierarchies: the hierarchy must be reachable at <root>/<ctrl>, as it
+// is where each controller is mounted alone under its name, or where
+// co-mounted ones ("cpu,cpuacct") have symlinks named after each.
+func v1Root(h *hier, ctrl string) (string, error) {
+	root := filepath.Dir(h.mount)
+	if filepath.Base(h.mount) == ctrl {
+		return root, nil
+	}
+	a, err1 := os.Stat(filepath.Join(root, ctrl))
+	b, err2 := os.Stat(h.mount)
+	if err1 == nil && err2 == nil && os.SameFile(a, b) {
+		return root, nil
+	}
+	return "", fmt.Errorf("tjob: the cgroup v1 %s controller is mounted at %s; tjob needs it reachable at %s too (a symlink will do)", ctrl, h.mount, filepath.Join(root, ctrl))
+}
+
+// v1Resources turns the job's limits into the OCI terms containerd's cgroup1
+// package takes.
+func v1Resources(j *Job, memDir string, devs []devNum) *specs.LinuxResources {
+	var res specs.LinuxResources
+	if j.CPUPercent > 0 {
+		quota, period := int64(j.CPUPercent)*cpuPeriod/100, uint64(cpuPeriod)
+		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	if j.MemoryMB > 0 {
+		limit := int64(j.MemoryMB) << 20
+		res.Memory = &specs.LinuxMemory{Limit: &limit}
+		// memsw is memory and swap together: equal to the memory limit,
+		// it leaves no swap. It exists only where the kernel accounts
+		// swap. (containerd writes it after the memory limit, as the
+		// kernel wants: memsw may never be below it.)
+		if _, err := os.Stat(filepath.Join(memDir, "memory.memsw.limit_in_bytes")); err == nil {
+			memsw := limit
+			res.Memory.Swap = &memsw
+		}
+	}
+	if j.PidsMax > 0 {
+		n := int64(j.PidsMax)
+		res.Pids = &specs.LinuxPids{Limit: &n}
+	}
+	if len(devs) > 0 {
+		res.BlockIO = &specs.LinuxBlockIO{}
+		for _, d := range devs {
+			dev := specs.LinuxBlockIODevice{Major: int64(d.major), Minor: int64(d.minor)}
+			if j.ReadBPS > 0 {
+				res.BlockIO.ThrottleReadBpsDevice = append(res.BlockIO.ThrottleReadBpsDevice,
+					specs.LinuxThrottleDevice{LinuxBlockIODevice: dev, Rate: uint64(j.ReadBPS)})
+			}
+			if j.WriteBPS > 0 {
+				res.BlockIO.ThrottleWriteBpsDevice = append(res.BlockIO.ThrottleWriteBpsDevice,
+					specs.LinuxThrottleDevice{LinuxBlockIODevice: dev, Rate: uint64(j.WriteBPS)})
+			}
+		}
+	}
+	return &res
+}
+
+// hasOOMKillCount reports whether memory.oom_control counts OOM kills
+// (Linux 4.13 and later).
+func hasOOMKillCount(memDir string) bool {
+	_, ok := oomKills(memDir)
+	return ok
+}
+
+// oomKills reads the oom_kill count of memory.oom_control.
+func oomKills(memDir string) (uint64, bool) {
+	b, err := os.ReadFile(filepath.Join(memDir, "memory.oom_control"))
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+func (c *cgroupV1) String() string     { return "cgroup " + strings.Join(c.names, ", ") }
+func (c *cgroupV1) IntoFile() *os.File { return nil }
+func (c *cgroupV1) dirOf(ctrl string) string {
+	if ctrl == "io" {
+		ctrl = "blkio"
+	}
+	return c.byCtrl[ctrl]
+}
+
+func (c *cgroupV1) ProcsFiles() []string {
+	files := make([]string, len(c.dirs))
+	for i, d := range c.dirs {
+		files[i] = filepath.Join(d, "cgroup.procs")
+	}
+	return files
+}
+
+func (c *cgroupV1) Kill() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.removed {
+		return nil
+	}
+	return killV1(c.dirs, c.devs)
+}
+
+// killV1 kills everything in cgroup directories dirs (one per hierarchy) and
+// below, and waits until it is gone. Frozen, the processes can neither fork
+// nor exit while they are listed and signalled. devs are the disks
+// throttled there: see killV2.
+func killV1(dirs []string, devs []devNum) error {
+	freezer := ""
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "freezer.state")); err == nil {
+			freezer = d
+			break
+		}
+	}
+	if freezer != "" {
+		freezeV1(freezer, "FROZEN")
+	}
+	_, err := killProcs(dirs)
+	if freezer != "" {
+		freezeV1(freezer, "THAWED")
+	}
+	if err != nil {
+		return fmt.Errorf("tjob: killing cgroup %s: %w", dirs[0], err)
+	}
+	for _, d := range dirs {
+		for _, f := range []string{"blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"} {
+			for _, dev := range devs {
+				os.WriteFile(filepath.Join(d, f), []byte(dev.String()+" 0"), 0) // 0: no limit
+			}
+		}
+	}
+	gone := waitFor(killTimeout, func() bool {
+		n, err := killProcs(dirs) // again: any that forked before the freeze took
+		return err != nil || n == 0
+	})
+	if !gone {
+		return fmt.Errorf("tjob: cgroup %s: processes still there %v after SIGKILL", dirs[0], killTimeout)
+	}
+	return nil
+}
+
+// freezeV1 sets freezer.state, waiting a little for it to take: a task
+// stuck in the kernel keeps a cgroup FREEZING.
+func freezeV1(dir, state string) {
+	file := filepath.Join(dir, "freezer.state")
+	if os.WriteFile(file, []byte(state), 0) != nil {
+		return
+	}
+	waitFor(time.Second, func() bool {
+		b, err := os.ReadFile(file)
+		return err != nil || strings.TrimSpace(string(b)) == state
+	})
+}
+
+func (c *cgroupV1) Usage() (u Usage, oomKilled bool) {
+	// Partial usage beats none: a controller's missing file is skipped.
+	m, err := c.cg.Stat(func(error) error { return nil })
+	if err == nil && m != nil {
+		if m.CPU != nil && m.CPU.Usage != nil {
+			u.CPU = time.Duration(m.CPU.Usage.Total) // cpuacct.usage, ns
+		}
+		if m.Memory != nil && m.Memory.Usage != nil {
+			u.MemoryPeak = m.Memory.Usage.Max // memory.max_usage_in_bytes
+		}
+		if m.Blkio != nil {
+			for _, e := range m.Blkio.IoServiceBytesRecursive {
+				switch e.Op {
+				case "Read":
+					u.ReadBytes += e.Value
+				case "Write":
+					u.WriteBytes += e.Value
+				}
+			}
+		}
+	}
+	if c.oomFD >= 0 {
+		var buf [8]byte
+		n, err := unix.Read(c.oomFD, buf[:])
+		return u, err == nil && n == 8 && buf != [8]byte{}
+	}
+	if mem := c.byCtrl["memory"]; mem != "" {
+		n, _ := oomKills(mem)
+		return u, n > 0
+	}
+	return u, false
+}
+
+func (c *cgroupV1) Remove() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.removed {
+		return nil
+	}
+	owners.Lock()
+	defer owners.Unlock()
+	if err := c.release(); err != nil {
+		return err
+	}
+	c.removed = true
+	return nil
+}
+
+// release closes the OOM notification and removes the job's directories,
+// and the owner directories they leave empty. The caller holds owners.
+func (c *cgroupV1) release() error {
+	if c.oomFD >= 0 {
+		unix.Close(c.oomFD)
+		c.oomFD = -1
+	}
+	var err error
+	for _, d := range c.dirs {
+		_, e := removeTree(d)
+		err = errors.Join(err, e)
+	}
+	for _, d := range c.ownerDirs {
+		dropOwnerDir(d)
+	}
+	return err
+}
