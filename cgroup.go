@@ -8,7 +8,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -226,7 +225,34 @@ func baseOf(h *hier) string {
 
 // Owner directories.
 
-var ownerRE = regexp.MustCompile(`^owner-([1-9][0-9]{0,9})-([0-9]{1,20})$`)
+// parseOwner reads an owner directory's name, strictly: only names tjob
+// makes, "owner-<pid>-<start time>" in plain decimal, pass.
+func parseOwner(name string) (pid int, start uint64, ok bool) {
+	rest, ok := strings.CutPrefix(name, "owner-")
+	if !ok {
+		return 0, 0, false
+	}
+	p, s, ok := strings.Cut(rest, "-")
+	if !ok || !decimal(p, 10) || p[0] == '0' || !decimal(s, 20) {
+		return 0, 0, false
+	}
+	pid, err1 := strconv.Atoi(p)
+	start, err2 := strconv.ParseUint(s, 10, 64)
+	return pid, start, err1 == nil && err2 == nil
+}
+
+// decimal reports whether s is 1 to max decimal digits.
+func decimal(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 var self struct {
 	once sync.Once
@@ -394,7 +420,7 @@ func cleanupStale(sys *cgroupSystem, parents []string) (removed []string, err er
 				continue
 			}
 			for _, ent := range ents {
-				if !ent.IsDir() || !ownerRE.MatchString(ent.Name()) {
+				if _, _, ok := parseOwner(ent.Name()); !ok || !ent.IsDir() {
 					continue
 				}
 				if byName[ent.Name()] == nil {
@@ -416,9 +442,7 @@ func cleanupStale(sys *cgroupSystem, parents []string) (removed []string, err er
 // removeStaleOwner kills and removes an owner's directories, one per
 // hierarchy, unless the owner is alive.
 func removeStaleOwner(sys *cgroupSystem, name string, dirs []string) ([]string, error) {
-	m := ownerRE.FindStringSubmatch(name)
-	pid, _ := strconv.Atoi(m[1])
-	start, _ := strconv.ParseUint(m[2], 10, 64)
+	pid, start, _ := parseOwner(name)
 	if s, err := procStartTime(pid); err == nil && s == start {
 		return nil, nil // alive (and perhaps about to lock its directory)
 	}

@@ -295,7 +295,9 @@ func (c *cgroupV1) Kill() error {
 // killV1 kills everything in cgroup directories dirs (one per hierarchy) and
 // below, and waits until it is gone. Frozen, the processes can neither fork
 // nor exit while they are listed and signalled. devs are the disks
-// throttled there: see killV2.
+// throttled there: see killV2. Their throttle is lifted once the freezer
+// stops the processes from starting more I/O, so that one waiting on its
+// I/O can finish it and freeze.
 func killV1(dirs []string, devs []devNum) error {
 	freezer := ""
 	for _, d := range dirs {
@@ -304,22 +306,21 @@ func killV1(dirs []string, devs []devNum) error {
 			break
 		}
 	}
-	if freezer != "" {
-		freezeV1(freezer, "FROZEN")
+	frozen := freezer != "" && os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("FROZEN"), 0) == nil
+	if frozen {
+		liftIOV1(dirs, devs)
+		waitFreezer(freezer, "FROZEN")
 	}
 	_, err := killProcs(dirs)
-	if freezer != "" {
-		freezeV1(freezer, "THAWED")
+	if frozen {
+		if os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("THAWED"), 0) == nil {
+			waitFreezer(freezer, "THAWED")
+		}
+	} else {
+		liftIOV1(dirs, devs)
 	}
 	if err != nil {
 		return fmt.Errorf("tjob: killing cgroup %s: %w", dirs[0], err)
-	}
-	for _, d := range dirs {
-		for _, f := range []string{"blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"} {
-			for _, dev := range devs {
-				os.WriteFile(filepath.Join(d, f), []byte(dev.String()+" 0"), 0) // 0: no limit
-			}
-		}
 	}
 	gone := waitFor(killTimeout, func() bool {
 		n, err := killProcs(dirs) // again: any that forked before the freeze took
@@ -331,13 +332,21 @@ func killV1(dirs []string, devs []devNum) error {
 	return nil
 }
 
-// freezeV1 sets freezer.state, waiting a little for it to take: a task
-// stuck in the kernel keeps a cgroup FREEZING.
-func freezeV1(dir, state string) {
-	file := filepath.Join(dir, "freezer.state")
-	if os.WriteFile(file, []byte(state), 0) != nil {
-		return
+// liftIOV1 removes the job's throttles.
+func liftIOV1(dirs []string, devs []devNum) {
+	for _, d := range dirs {
+		for _, f := range []string{"blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"} {
+			for _, dev := range devs {
+				os.WriteFile(filepath.Join(d, f), []byte(dev.String()+" 0"), 0) // 0: no limit
+			}
+		}
 	}
+}
+
+// waitFreezer waits a little for freezer.state to take: a task stuck in the
+// kernel keeps a cgroup FREEZING.
+func waitFreezer(dir, state string) {
+	file := filepath.Join(dir, "freezer.state")
 	waitFor(time.Second, func() bool {
 		b, err := os.ReadFile(file)
 		return err != nil || strings.TrimSpace(string(b)) == state
