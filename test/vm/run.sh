@@ -9,6 +9,7 @@
 #   VMTEST_PKGS="test/vm/selftest service/..."  package dirs, relative to
 #                                the repo ("dir/..." = subtree); default all
 #   VMTEST_RUN=regexp            passed to every test binary as -test.run
+#   VMTEST_SKIP=regexp           passed to every test binary as -test.skip
 #   VMTEST_TEST_TIMEOUT=5m       -test.timeout of each test binary
 #   VMTEST_TIMEOUT=600           seconds before the guest is killed
 #   VMTEST_SELFCHECK_BREAK=1     the selftest sets a useless io.max: must fail
@@ -147,7 +148,8 @@ fi
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # quote for the guest's sh
 cat >"$R/vmtest/env" <<EOF
 export TJOB_REQUIRE_CGROUP=v2 TJOB_TEST_BLOCKDIR=/mnt/disk TJOB_BIN_DIR=/vmtest/bin
-export VMTEST_RUN=$(q "${VMTEST_RUN:-}") VMTEST_TEST_TIMEOUT=$(q "$TEST_TIMEOUT")
+export VMTEST_RUN=$(q "${VMTEST_RUN:-}") VMTEST_SKIP=$(q "${VMTEST_SKIP:-}")
+export VMTEST_TEST_TIMEOUT=$(q "$TEST_TIMEOUT")
 export VMTEST_SELFCHECK_BREAK=$(q "${VMTEST_SELFCHECK_BREAK:-}")
 EOF
 
