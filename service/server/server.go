@@ -284,6 +284,16 @@ func (s *Server) Logs(req *tjobv1.LogsRequest, stream grpc.ServerStreamingServer
 				return err
 			}
 		}
+		if rerr == io.EOF && req.GetFollow() {
+			// The output can end before the job does (it closed its
+			// stdout): a follower stops when the job has ended.
+			select {
+			case <-e.job.Done():
+				return nil
+			case <-ctx.Done():
+				rerr = ctx.Err()
+			}
+		}
 		switch {
 		case rerr == nil:
 		case rerr == io.EOF:
