@@ -1,0 +1,539 @@
+// Package e2e tests the tjob CLI end to end: the real tjob and tjobs
+// binaries, a real server on a loopback port, certificates from
+// `tjobs certs`, and real jobs.
+//
+// The binaries are built from the source tree, or taken from the directory
+// in TJOB_BIN_DIR when it is set (where there is no Go toolchain).
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	binDir   string // holds tjob and tjobs
+	setupErr error  // why the binaries are not there
+)
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if os.Geteuid() != 0 {
+			return m.Run() // every test skips
+		}
+		if dir := os.Getenv("TJOB_BIN_DIR"); dir != "" {
+			binDir = dir
+			return m.Run()
+		}
+		tmp, err := os.MkdirTemp("", "tjob-e2e-bin")
+		if err != nil {
+			setupErr = err
+			return m.Run()
+		}
+		defer os.RemoveAll(tmp)
+		binDir = tmp
+		setupErr = build(tmp)
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// build builds tjob and tjobs from this tree into dir.
+func build(dir string) error {
+	for _, b := range []struct{ name, moduleDir string }{
+		{"tjob", ".."},
+		{"tjobs", "../../service"},
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), "./"+b.name)
+		cmd.Dir = b.moduleDir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %v\n%s", b.name, err, out)
+		}
+	}
+	return nil
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: tjobs runs jobs in namespaces and cgroups of their own")
+	}
+	if setupErr != nil {
+		t.Fatal(setupErr)
+	}
+}
+
+// env is a working directory with certificates in .tjob (for cli and bob)
+// and a tjobs serving on a loopback port.
+type env struct {
+	dir  string
+	addr string
+	srv  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{} // closed when tjobs has exited
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	requireRoot(t)
+	e := &env{dir: t.TempDir(), log: &syncBuffer{}, done: make(chan struct{})}
+	certs := exec.Command(filepath.Join(binDir, "tjobs"), "certs", "bob")
+	certs.Dir = e.dir
+	if out, err := certs.CombinedOutput(); err != nil {
+		t.Fatalf("tjobs certs: %v\n%s", err, out)
+	}
+	// Port 0: the server says where it listens.
+	e.srv = exec.Command(filepath.Join(binDir, "tjobs"), "-addr", "127.0.0.1:0", "-grace", "2s")
+	e.srv.Dir = e.dir
+	stderr, err := e.srv.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	listening := make(chan string, 1)
+	go func() {
+		defer close(e.done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(e.log, line)
+			if _, rest, ok := strings.Cut(line, "listening on "); ok {
+				listening <- strings.Fields(rest)[0]
+			}
+		}
+		e.srv.Wait()
+	}()
+	t.Cleanup(func() {
+		e.stop(t)
+		if t.Failed() {
+			t.Logf("tjobs log:\n%s", e.log.String())
+		}
+	})
+	select {
+	case e.addr = <-listening:
+	case <-e.done:
+		t.Fatalf("tjobs exited:\n%s", e.log.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("tjobs did not start:\n%s", e.log.String())
+	}
+	return e
+}
+
+// stop sends tjobs SIGTERM and waits for it.
+func (e *env) stop(t *testing.T) {
+	e.srv.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.done:
+	case <-time.After(20 * time.Second):
+		e.srv.Process.Kill()
+		<-e.done
+		t.Errorf("tjobs did not exit on SIGTERM")
+	}
+}
+
+type result struct {
+	stdout []byte
+	stderr string
+	code   int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+}
+
+// tjob runs the CLI in the env's directory against its server.
+func (e *env) tjob(t *testing.T, args ...string) result {
+	t.Helper()
+	return e.tjobAt(t, e.addr, args...)
+}
+
+// tjobAs runs the CLI as user (whose certificate is in .tjob).
+func (e *env) tjobAs(t *testing.T, user string, args ...string) result {
+	t.Helper()
+	cmd, rest := args[0], args[1:]
+	return e.tjob(t, append([]string{cmd, "-cert", ".tjob/" + user + ".crt", "-key", ".tjob/" + user + ".key"}, rest...)...)
+}
+
+func (e *env) tjobAt(t *testing.T, addr string, args ...string) result {
+	t.Helper()
+	// -addr goes after the command, as the RFD puts options.
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") && args[0] != "help" {
+		args = append([]string{args[0], "-addr", addr}, args[1:]...)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "tjob"), args...)
+	cmd.Dir = e.dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.Bytes(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("tjob %q: %v", args, err)
+	}
+	return r
+}
+
+// ok runs tjob and fails the test unless it succeeded quietly.
+func (e *env) ok(t *testing.T, args ...string) string {
+	t.Helper()
+	r := e.tjob(t, args...)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("tjob %q: %v", args, r)
+	}
+	return string(r.stdout)
+}
+
+// fails runs tjob and checks it failed with code and one line on stderr
+// that has every one of want in it.
+func fails(t *testing.T, r result, code int, want ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("want exit %d: %v", code, r)
+	}
+	if code == 1 && (strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "tjob: ")) {
+		t.Fatalf("want one line on stderr: %q", r.stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.stderr, w) {
+			t.Fatalf("stderr %q lacks %q", r.stderr, w)
+		}
+	}
+	for _, jargon := range []string{"rpc error", "code =", "desc =", "goroutine", "panic"} {
+		if strings.Contains(r.stderr, jargon) {
+			t.Fatalf("stderr has %q: %q", jargon, r.stderr)
+		}
+	}
+}
+
+// runJob runs a job and returns its ID.
+func (e *env) runJob(t *testing.T, args ...string) string {
+	t.Helper()
+	id := strings.TrimSpace(e.ok(t, append([]string{"run"}, args...)...))
+	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`).MatchString(id) {
+		t.Fatalf("run printed %q, not a job ID", id)
+	}
+	return id
+}
+
+// waitJob follows a job to its end.
+func (e *env) waitJob(t *testing.T, id string) []byte {
+	t.Helper()
+	return []byte(e.ok(t, "logs", "-f", id))
+}
+
+func TestRunAndLogsByteExact(t *testing.T) {
+	e := newEnv(t)
+	data := make([]byte, 200<<10+3)
+	rand.Read(data)
+	data = append(data, "\x00\xff\xfe\r\n"...)
+	file := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := e.runJob(t, "cat", file)
+	if got := e.waitJob(t, id); !bytes.Equal(got, data) {
+		t.Fatalf("logs -f: %d bytes, want %d", len(got), len(data))
+	}
+	if got := e.ok(t, "logs", id); got != string(data) {
+		t.Fatalf("logs: %d bytes, want %d", len(got), len(data))
+	}
+}
+
+// TestRunFlags: flags after the command are the command's.
+func TestRunFlags(t *testing.T) {
+	e := newEnv(t)
+	id := e.runJob(t, "echo", "-n", "no newline")
+	if got := string(e.waitJob(t, id)); got != "no newline" {
+		t.Fatalf("echo -n: %q", got)
+	}
+	id = e.runJob(t, "sh", "-c", `echo "$0 $1"`, "-addr", "x")
+	if got := string(e.waitJob(t, id)); got != "-addr x\n" {
+		t.Fatalf("sh -c: %q", got)
+	}
+	// Options may also come before the command's name, and after JOB.
+	r := e.tjobAt(t, e.addr, "-addr", e.addr, "logs", id[:8], "-f")
+	if r.code != 0 || string(r.stdout) != "-addr x\n" {
+		t.Fatalf("tjob -addr ... logs ID -f: %v", r)
+	}
+}
+
+var psHeader = regexp.MustCompile(`^JOB ID +COMMAND +CREATED +STATUS$`)
+
+// psRows parses `tjob ps` into rows keyed by short ID, checking the header
+// and that columns line up.
+func psRows(t *testing.T, out string) map[string]string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if !psHeader.MatchString(lines[0]) {
+		t.Fatalf("ps header: %q", lines[0])
+	}
+	col := strings.Index(lines[0], "COMMAND")
+	rows := map[string]string{}
+	for _, l := range lines[1:] {
+		if len(l) < col || l[col] != '"' {
+			t.Fatalf("ps row out of line with its header:\n%s", out)
+		}
+		rows[l[:8]] = l
+	}
+	return rows
+}
+
+func TestPS(t *testing.T) {
+	e := newEnv(t)
+	if got := e.ok(t, "ps", "-a"); !psHeader.MatchString(strings.TrimSpace(got)) {
+		t.Fatalf("empty ps -a: %q", got)
+	}
+	echo := e.runJob(t, "echo", "hello")
+	e.waitJob(t, echo)
+	sleeper := e.runJob(t, "sleep", "1000")
+	long := e.runJob(t, "sh", "-c", "sleep 999 # a long command line")
+	stopped := e.runJob(t, "sleep", "998")
+	e.ok(t, "stop", stopped)
+
+	rows := psRows(t, e.ok(t, "ps"))
+	if len(rows) != 2 || rows[sleeper[:8]] == "" || rows[long[:8]] == "" {
+		t.Fatalf("ps shows running jobs only:\n%v", rows)
+	}
+	running := regexp.MustCompile(`^[0-9a-f]{8}   "sleep 1000" +(Less than a second|\d+ seconds?) ago +Up (Less than a second|\d+ seconds?)$`)
+	if !running.MatchString(rows[sleeper[:8]]) {
+		t.Errorf("running job: %q", rows[sleeper[:8]])
+	}
+	if !strings.Contains(rows[long[:8]], `"sh -c sleep 999 # a…"`) {
+		t.Errorf("long command not cut to 20 characters: %q", rows[long[:8]])
+	}
+
+	out := e.ok(t, "ps", "-a")
+	rows = psRows(t, out)
+	if len(rows) != 4 {
+		t.Fatalf("ps -a:\n%s", out)
+	}
+	exited := regexp.MustCompile(`^[0-9a-f]{8}   "echo hello" +(Less than a second|\d+ seconds?) ago +Exited \(0\) (Less than a second|\d+ seconds?) ago$`)
+	if !exited.MatchString(rows[echo[:8]]) {
+		t.Errorf("exited job: %q", rows[echo[:8]])
+	}
+	if !strings.Contains(rows[stopped[:8]], "Exited (143) ") {
+		t.Errorf("stopped job: %q", rows[stopped[:8]])
+	}
+	// Newest first.
+	lines := strings.Split(out, "\n")
+	if !strings.HasPrefix(lines[1], stopped[:8]) || !strings.HasPrefix(lines[4], echo[:8]) {
+		t.Errorf("not newest first:\n%s", out)
+	}
+}
+
+func TestStop(t *testing.T) {
+	e := newEnv(t)
+	id := e.runJob(t, "sh", "-c", "echo started; sleep 1000")
+	start := time.Now()
+	if got := e.ok(t, "stop", id[:6]); got != id+"\n" {
+		t.Fatalf("stop printed %q", got)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("stop took %v", took)
+	}
+	// The job has ended when stop returns.
+	row := psRows(t, e.ok(t, "ps", "-a"))[id[:8]]
+	if !strings.Contains(row, "Exited (143)") {
+		t.Fatalf("after stop: %q", row)
+	}
+	e.ok(t, "stop", id) // stopping an ended job is fine
+}
+
+func TestPrefixes(t *testing.T) {
+	e := newEnv(t)
+	byFirst := map[byte][]string{}
+	var shared []string
+	for len(shared) == 0 {
+		id := e.runJob(t, "echo", "x")
+		byFirst[id[0]] = append(byFirst[id[0]], id)
+		if len(byFirst[id[0]]) == 2 {
+			shared = byFirst[id[0]]
+		}
+	}
+	r := e.tjob(t, "logs", shared[0][:1])
+	fails(t, r, 1, "ambiguous", shared[0], shared[1])
+
+	for _, id := range shared {
+		n := 1
+		for strings.HasPrefix(shared[0], id[:n]) && strings.HasPrefix(shared[1], id[:n]) {
+			n++
+		}
+		if got := e.ok(t, "logs", "-f", id[:n]); got != "x\n" {
+			t.Errorf("logs %s: %q", id[:n], got)
+		}
+	}
+	fails(t, e.tjob(t, "logs", "ffff0000"), 1, "no such job", "ffff0000")
+	fails(t, e.tjob(t, "stop", "ffff0000"), 1, "no such job", "ffff0000")
+}
+
+func TestOtherUser(t *testing.T) {
+	e := newEnv(t)
+	id := e.runJob(t, "sleep", "1000")
+	r := e.tjobAs(t, "bob", "ps", "-a")
+	if r.code != 0 || len(psRows(t, string(r.stdout))) != 0 {
+		t.Fatalf("bob's ps -a: %v", r)
+	}
+	fails(t, e.tjobAs(t, "bob", "logs", id), 1, "no such job")
+	fails(t, e.tjobAs(t, "bob", "stop", id[:8]), 1, "no such job")
+	if row := psRows(t, e.ok(t, "ps"))[id[:8]]; !strings.Contains(row, "Up ") {
+		t.Fatalf("cli's job after bob's stop: %q", row)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	e := newEnv(t)
+
+	fails(t, e.tjob(t, "run", "no-such-command", "arg"), 1, "job failed to start", "no-such-command")
+	fails(t, e.tjob(t, "ps", "-cert", "nope.crt"), 1, "nope.crt")
+	fails(t, e.tjob(t, "ps", "-key", "missing/cli.key"), 1, "missing/cli.key")
+	fails(t, e.tjob(t, "ps", "-ca", "ca-missing.crt"), 1, "ca-missing.crt")
+
+	// A port nothing listens on.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	fails(t, e.tjobAt(t, closed, "ps"), 1, "server not reachable at "+closed)
+
+	// A certificate from another CA.
+	certs := exec.Command(filepath.Join(binDir, "tjobs"), "certs", "-dir", "other")
+	certs.Dir = e.dir
+	if out, err := certs.CombinedOutput(); err != nil {
+		t.Fatalf("tjobs certs: %v\n%s", err, out)
+	}
+	fails(t, e.tjob(t, "ps", "-cert", "other/cli.crt", "-key", "other/cli.key"), 1, "other/cli.crt", "rejected")
+	// A server the CA does not vouch for.
+	fails(t, e.tjob(t, "ps", "-ca", "other/ca.crt"), 1, "not trusted")
+}
+
+func TestUsage(t *testing.T) {
+	e := newEnv(t)
+	for _, args := range [][]string{
+		{},
+		{"frob"},
+		{"run"},
+		{"stop"},
+		{"logs"},
+		{"logs", "a", "b"},
+		{"ps", "extra"},
+		{"ps", "-x"},
+	} {
+		r := e.tjob(t, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "Usage: tjob") || len(r.stdout) != 0 {
+			t.Errorf("tjob %q: %v", args, r)
+		}
+	}
+	for _, args := range [][]string{{"help"}, {"help", "logs"}, {"logs", "-h"}, {"run", "-h"}, {"ps", "-h"}, {"stop", "-h"}} {
+		r := e.tjob(t, args...)
+		if r.code != 0 || !strings.Contains(string(r.stdout), "Usage: tjob") || r.stderr != "" {
+			t.Errorf("tjob %q: %v", args, r)
+		}
+		if len(args) == 2 && !strings.Contains(string(r.stdout), "Examples:") {
+			t.Errorf("tjob %q has no examples: %s", args, r.stdout)
+		}
+	}
+}
+
+// TestLogsInterrupt: Ctrl-C ends `logs -f` quietly with 130, after the
+// output so far.
+func TestLogsInterrupt(t *testing.T) {
+	e := newEnv(t)
+	id := e.runJob(t, "sh", "-c", "echo first; sleep 1000")
+	cmd := exec.Command(filepath.Join(binDir, "tjob"), "logs", "-addr", e.addr, "-f", id)
+	cmd.Dir = e.dir
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, len("first\n"))
+	if _, err := io.ReadFull(stdout, first); err != nil || string(first) != "first\n" {
+		t.Fatalf("first output: %q, %v", first, err)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	rest, _ := io.ReadAll(stdout)
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("after SIGINT: %v", err)
+	}
+	if stderr.Len() != 0 || len(rest) != 0 {
+		t.Fatalf("after SIGINT: stdout %q, stderr %q", rest, stderr.String())
+	}
+	// The job goes on.
+	if row := psRows(t, e.ok(t, "ps"))[id[:8]]; !strings.Contains(row, "Up ") {
+		t.Fatalf("job after the follower left: %q", row)
+	}
+}
+
+// TestServerShutdown: SIGTERM stops tjobs' jobs and ends followers with a
+// line that says so.
+func TestServerShutdown(t *testing.T) {
+	e := newEnv(t)
+	id := e.runJob(t, "sh", "-c", "echo up; sleep 1000")
+	cmd := exec.Command(filepath.Join(binDir, "tjob"), "logs", "-addr", e.addr, "-f", id)
+	cmd.Dir = e.dir
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for stdout.String() != "up\n" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.stop(t)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "shutting down") {
+		t.Fatalf("follower at shutdown: %v, stderr %q", err, stderr.String())
+	}
+	if code := e.srv.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("tjobs exited %d", code)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.dir, ".tjob", "spool")); len(ents) != 0 {
+		t.Fatalf("spool left: %v", ents)
+	}
+}
