@@ -61,11 +61,16 @@ import (
 //     owner's jobs are found without guessing, across PID namespaces too.
 //     CleanupStale kills and removes what dead owners left (a crashed
 //     server); every process does that once, when it starts its first job.
-//   - cgroup v2 only: the kernel allows controllers only in cgroups without
-//     processes of their own (the root excepted). When the caller's cgroup is
-//     not the root and the controllers are not enabled below it yet, its
-//     processes are moved into a leaf next to the jobs,
-//     <own>/tjob-supervisor, first.
+//   - cgroup v2 only: the job's cgroup gets the cpu, memory, io and pids
+//     controllers that are available, so that its usage can be read too.
+//     tjob enables them (cgroup.subtree_control) in the caller's own cgroup,
+//     in the parent and below, and in cgroups it makes; any other cgroup on
+//     the way must already enable those a limit needs, or the job is refused
+//     naming the controller. The kernel allows controllers only in cgroups
+//     without processes of their own (the root excepted): when the caller's
+//     cgroup is not the root and its controllers are not enabled yet, its
+//     processes move into a leaf next to the jobs, <own>/tjob-supervisor,
+//     first.
 //   - cgroup v1: the job has a cgroup in each of the freezer, cpu, cpuacct,
 //     memory, blkio and pids hierarchies that is mounted.
 //

@@ -73,29 +73,31 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 	owners.Lock()
 	defer owners.Unlock()
 
-	// Controllers are enabled from the anchor down: the caller's own cgroup
-	// for a parent inside it, else the deepest cgroup of CgroupParent's
-	// path that exists. Above it they must be enabled already: those
-	// cgroups belong to whoever manages the machine.
-	anchor := base
+	// The path to the job's cgroup starts at the caller's own cgroup for a
+	// parent inside it, else at the deepest cgroup of CgroupParent's path
+	// that exists. Going down it, tjob enables controllers only in cgroups
+	// that are its to change: the caller's own, the parent and what is
+	// below it, and what it makes. Others (a supervisor's, an
+	// administrator's) must enable what a limit needs already.
+	start := base
 	if !(base == "/" || parent == base || strings.HasPrefix(parent, base+"/")) {
-		anchor = parent
-		for anchor != "/" {
-			d, err := h.dir(anchor)
+		start = parent
+		for start != "/" {
+			d, err := h.dir(start)
 			if err != nil {
 				return nil, err
 			}
 			if _, err := os.Stat(d); err == nil {
 				break
 			}
-			anchor = path.Dir(anchor)
+			start = path.Dir(start)
 		}
 	}
-	anchorDir, err := h.dir(anchor)
+	startDir, err := h.dir(start)
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(anchorDir, "cgroup.controllers"))
+	b, err := os.ReadFile(filepath.Join(startDir, "cgroup.controllers"))
 	if err != nil {
 		return nil, fmt.Errorf("tjob: reading cgroup controllers: %w", err)
 	}
@@ -103,10 +105,10 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 	need := v2Needs(j)
 	for _, c := range v2Controllers {
 		if lim, ok := need[c]; ok && !slices.Contains(avail, c) {
-			return nil, fmt.Errorf("tjob: %s needs the cgroup v2 %s controller, which cgroup %s does not have (it has: %s)", lim, c, anchor, strings.Join(avail, " "))
+			return nil, fmt.Errorf("tjob: %s needs the cgroup v2 %s controller, which cgroup %s does not have (it has: %s)", lim, c, start, strings.Join(avail, " "))
 		}
 	}
-	var want []string
+	var want []string // what the job's cgroup gets: those a limit needs, and the rest for usage
 	for _, c := range v2Controllers {
 		if slices.Contains(avail, c) {
 			want = append(want, c)
@@ -122,23 +124,31 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 		return nil, err
 	}
 	rel, _ := h.rel(name)
-	for cg := anchor; ; {
+	for cg := start; ; {
 		d, _ := h.dir(cg)
-		switch {
+		ours := cg == base || cg == parent || strings.HasPrefix(cg, parent+"/")
+		switch _, serr := os.Stat(d); {
 		case cg == ownerCg:
 			err = holdOwnerDir(d)
-		case cg != anchor:
+		case errors.Is(serr, fs.ErrNotExist):
 			err = mkdirCgroup(d)
 			if errors.Is(err, fs.ErrExist) {
-				err = nil
+				err = nil // made by another tjob user just now
 			}
+			ours = true
 		}
 		if err != nil {
 			return nil, err
 		}
-		// The caller's own cgroup (not the root) has processes: they
-		// move into the supervisor leaf when controllers must be enabled.
-		if err := enableControllers(d, want, cg == anchor && anchor == base && base != "/"); err != nil {
+		if ours {
+			// The caller's own cgroup (not the root) has processes:
+			// they move into the supervisor leaf when controllers
+			// must be enabled.
+			err = enableControllers(d, want, cg == base && base != "/")
+		} else {
+			want, err = enabledFor(d, cg, want, need)
+		}
+		if err != nil {
 			if cg == ownerCg {
 				dropOwnerDir(ownerDir)
 			}
@@ -248,6 +258,27 @@ func enableControllers(dir string, ctrls []string, mayMove bool) error {
 		}
 		return fmt.Errorf("tjob: enabling controllers (%s) in cgroup %s: %w", strings.Join(add, " "), dir, err)
 	}
+}
+
+// enabledFor narrows want to the controllers cgroup cg (at dir), which is not
+// tjob's to change, enables for its children, failing when a limit needs
+// one it does not.
+func enabledFor(dir, cg string, want []string, need map[string]string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	if err != nil {
+		return nil, fmt.Errorf("tjob: reading cgroup controllers: %w", err)
+	}
+	have := strings.Fields(string(b))
+	var out []string
+	for _, c := range want {
+		switch lim, needed := need[c]; {
+		case slices.Contains(have, c):
+			out = append(out, c)
+		case needed:
+			return nil, fmt.Errorf("tjob: %s needs the cgroup v2 %s controller, which cgroup %s does not enable for the cgroups below it (it enables: %s)", lim, c, cg, strings.Join(have, " "))
+		}
+	}
+	return out, nil
 }
 
 // moveToLeaf moves the processes in cgroup dir into dir/tjob-supervisor. The
