@@ -225,6 +225,7 @@ func (j *Job) start() (*process, *spool, error) {
 	if err != nil {
 		// The spool stays so that Lines and readers work on a failed job;
 		// it is empty. Close removes it.
+		out.file.Close()
 		out.finish()
 		return nil, out, err
 	}
@@ -307,6 +308,7 @@ func (j *Job) wait(ch chan<- Status) {
 	final := j.snapshot()
 	j.mu.Unlock()
 
+	j.out.finish()
 	close(j.done)
 	ch <- final
 	close(ch)

@@ -46,14 +46,15 @@ func newSpool(dir, id string) (*spool, error) {
 }
 
 // fill copies the job's output from pipe into the spool until the pipe's
-// write ends are all closed, or the pipe is closed under it. When the spool
+// write ends are all closed, or the pipe is closed under it, then closes the
+// spool's write end. When the spool
 // cannot take more (the disk is full), fill records why and keeps draining
 // the pipe, so the job is never blocked by its own output.
 func (s *spool) fill(pipe *os.File) {
 	rc, err := pipe.SyscallConn()
 	if err != nil {
 		s.setErr(fmt.Errorf("tjob: reading job output: %w", err))
-		s.finish()
+		s.file.Close()
 		return
 	}
 	for {
@@ -75,7 +76,7 @@ func (s *spool) fill(pipe *os.File) {
 			break
 		}
 	}
-	s.finish()
+	s.file.Close()
 }
 
 // chunkPool holds the copy buffers. A buffer is taken only once the pipe has
@@ -134,9 +135,10 @@ func (s *spool) setErr(err error) {
 	s.mu.Unlock()
 }
 
-// finish closes the write end and tells readers that no more is coming.
+// finish tells readers that no more is coming. The job calls it once its
+// final Status is known, so a follower that reaches the end finds the job
+// ended.
 func (s *spool) finish() {
-	s.file.Close()
 	s.mu.Lock()
 	s.done = true
 	close(s.wake)

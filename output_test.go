@@ -30,6 +30,7 @@ func FuzzOutput(f *testing.F) {
 		filled := make(chan struct{})
 		go func() {
 			s.fill(pr)
+			s.finish()
 			pr.Close()
 			close(filled)
 		}()
