@@ -1,9 +1,19 @@
 package server
 
-// cleanupStale removes the cgroups that jobs of a crashed predecessor left.
-//
-// TODO(cgroups): call tjob.CleanupStale() here, and log what it removed,
-// once the library has it (the cgroups work adds it). Until then, leftovers
-// from a crash stay until reboot; the shim's lifeline already kills the
-// processes of a server that died.
-func cleanupStale(logf func(format string, args ...any)) {}
+import (
+	"strings"
+
+	"github.com/neildo/tjob"
+)
+
+// cleanupStale removes the cgroups, and kills the processes in them, that
+// jobs of a crashed predecessor left, and logs what it removed.
+func cleanupStale(logf func(format string, args ...any)) {
+	removed, err := tjob.CleanupStale()
+	if len(removed) > 0 {
+		logf("cleanup: removed %d stale cgroups: %s", len(removed), strings.Join(removed, " "))
+	}
+	if err != nil {
+		logf("cleanup: stale cgroups: %s", message(err))
+	}
+}

@@ -378,6 +378,9 @@ func TestShutdown(t *testing.T) {
 	if !eventually(5*time.Second, func() bool { return len(processesWith(marker1)) > 0 && len(processesWith(marker2)) > 0 }) {
 		t.Fatal("the jobs' processes are not where the test looks")
 	}
+	if cgs := cgroupsNamed(ids[:2]); len(cgs) == 0 {
+		t.Fatal("the jobs' cgroups are not where the test looks")
+	}
 	stream, err := c.Logs(ctxT(t), &tjobv1.LogsRequest{JobId: ids[0], Follow: true})
 	if err != nil {
 		t.Fatal(err)
