@@ -203,10 +203,16 @@ func newCgroup(j *Job) (cgroup, error) {
 		}
 	}
 	cleanupFirst(sys, j.CgroupParent)
+	var cg cgroup
 	if sys.v2 != nil {
-		return newCgroupV2(j, sys.v2, owner, devs)
+		cg, err = newCgroupV2(j, sys.v2, owner, devs)
+	} else {
+		cg, err = newCgroupV1(j, sys, owner, devs)
 	}
-	return newCgroupV1(j, sys, owner, devs)
+	if err != nil {
+		return nil, err // not a typed nil
+	}
+	return cg, nil
 }
 
 // parentOf is where job cgroups go in hierarchy h: custom (Job.CgroupParent)
@@ -475,10 +481,10 @@ func removeStaleOwner(sys *cgroupSystem, name string, dirs []string) ([]string, 
 	var kerr error
 	if sys.v2 != nil {
 		for _, d := range dirs {
-			kerr = errors.Join(kerr, killV2(d, nil))
+			kerr = errors.Join(kerr, killV2(d))
 		}
 	} else {
-		kerr = killV1(dirs, nil)
+		kerr = killV1(dirs)
 	}
 	var removed []string
 	var rerr error
@@ -584,6 +590,35 @@ func killProcs(dirs []string) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// liftThrottles removes the I/O limits of cgroup dir and the cgroups below
+// it: v2 io.max, v1 blkio.throttle.*_device.
+func liftThrottles(dir string) {
+	for _, f := range []string{"io.max", "blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device",
+		"blkio.throttle.read_iops_device", "blkio.throttle.write_iops_device"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			dev, _, ok := strings.Cut(line, " ")
+			if !ok {
+				continue
+			}
+			off := dev + " 0"
+			if f == "io.max" {
+				off = dev + " rbps=max wbps=max riops=max wiops=max"
+			}
+			os.WriteFile(filepath.Join(dir, f), []byte(off), 0)
+		}
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.IsDir() {
+			liftThrottles(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // removeTree removes cgroup directory dir and any cgroups below it (a job

@@ -37,7 +37,6 @@ type cgroupV1 struct {
 	byCtrl    map[string]string // controller → its directory
 	ownerDirs []string
 	cg        cgroup1.Cgroup
-	devs      []devNum
 	oomFD     int // eventfd of the OOM notification, or -1
 
 	mu      sync.Mutex // orders Kill and Remove
@@ -68,7 +67,7 @@ func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgr
 		}
 	}
 
-	c := &cgroupV1{byCtrl: map[string]string{}, devs: devs, oomFD: -1}
+	c := &cgroupV1{byCtrl: map[string]string{}, oomFD: -1}
 	rels := map[string]string{} // controller → job cgroup relative to its mount
 
 	owners.Lock()
@@ -289,16 +288,15 @@ func (c *cgroupV1) Kill() error {
 	if c.removed {
 		return nil
 	}
-	return killV1(c.dirs, c.devs)
+	return killV1(c.dirs)
 }
 
 // killV1 kills everything in cgroup directories dirs (one per hierarchy) and
 // below, and waits until it is gone. Frozen, the processes can neither fork
-// nor exit while they are listed and signalled. devs are the disks
-// throttled there: see killV2. Their throttle is lifted once the freezer
-// stops the processes from starting more I/O, so that one waiting on its
-// I/O can finish it and freeze.
-func killV1(dirs []string, devs []devNum) error {
+// nor exit while they are listed and signalled. I/O throttles are lifted
+// (see killV2) once the freezer stops the processes from starting more
+// I/O, so that one waiting on its I/O finishes it and freezes.
+func killV1(dirs []string) error {
 	freezer := ""
 	for _, d := range dirs {
 		if _, err := os.Stat(filepath.Join(d, "freezer.state")); err == nil {
@@ -307,8 +305,13 @@ func killV1(dirs []string, devs []devNum) error {
 		}
 	}
 	frozen := freezer != "" && os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("FROZEN"), 0) == nil
+	lift := func() {
+		for _, d := range dirs {
+			liftThrottles(d)
+		}
+	}
 	if frozen {
-		liftIOV1(dirs, devs)
+		lift()
 		waitFreezer(freezer, "FROZEN")
 	}
 	_, err := killProcs(dirs)
@@ -317,7 +320,7 @@ func killV1(dirs []string, devs []devNum) error {
 			waitFreezer(freezer, "THAWED")
 		}
 	} else {
-		liftIOV1(dirs, devs)
+		lift()
 	}
 	if err != nil {
 		return fmt.Errorf("tjob: killing cgroup %s: %w", dirs[0], err)
@@ -330,17 +333,6 @@ func killV1(dirs []string, devs []devNum) error {
 		return fmt.Errorf("tjob: cgroup %s: processes still there %v after SIGKILL", dirs[0], killTimeout)
 	}
 	return nil
-}
-
-// liftIOV1 removes the job's throttles.
-func liftIOV1(dirs []string, devs []devNum) {
-	for _, d := range dirs {
-		for _, f := range []string{"blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"} {
-			for _, dev := range devs {
-				os.WriteFile(filepath.Join(d, f), []byte(dev.String()+" 0"), 0) // 0: no limit
-			}
-		}
-	}
 }
 
 // waitFreezer waits a little for freezer.state to take: a task stuck in the
@@ -392,18 +384,24 @@ func (c *cgroupV1) Remove() error {
 	if c.removed {
 		return nil
 	}
-	owners.Lock()
-	defer owners.Unlock()
-	if err := c.release(); err != nil {
+	if err := c.removeDirs(); err != nil {
 		return err
 	}
+	owners.Lock()
+	c.dropOwnerDirs()
+	owners.Unlock()
 	c.removed = true
 	return nil
 }
 
-// release closes the OOM notification and removes the job's directories,
-// and the owner directories they leave empty. The caller holds owners.
-func (c *cgroupV1) release() error {
+// release undoes a cgroup being made. The caller holds owners.
+func (c *cgroupV1) release() {
+	c.removeDirs()
+	c.dropOwnerDirs()
+}
+
+// removeDirs closes the OOM notification and removes the job's directories.
+func (c *cgroupV1) removeDirs() error {
 	if c.oomFD >= 0 {
 		unix.Close(c.oomFD)
 		c.oomFD = -1
@@ -413,8 +411,13 @@ func (c *cgroupV1) release() error {
 		_, e := removeTree(d)
 		err = errors.Join(err, e)
 	}
+	return err
+}
+
+// dropOwnerDirs removes the owner directories the job leaves empty. The
+// caller holds owners.
+func (c *cgroupV1) dropOwnerDirs() {
 	for _, d := range c.ownerDirs {
 		dropOwnerDir(d)
 	}
-	return err
 }

@@ -40,7 +40,6 @@ type cgroupV2 struct {
 	ownerDir string
 	mgr      *cgroup2.Manager
 	into     *os.File
-	devs     []devNum // the throttled disks: released by Kill
 
 	mu      sync.Mutex // orders Kill and Remove
 	removed bool
@@ -168,7 +167,7 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 		}
 		return nil, err
 	}
-	c := &cgroupV2{name: name, dir: dir, ownerDir: ownerDir, devs: devs}
+	c := &cgroupV2{name: name, dir: dir, ownerDir: ownerDir}
 	defer func() {
 		if err != nil {
 			if c.into != nil {
@@ -319,14 +318,13 @@ func (c *cgroupV2) Kill() error {
 	if c.removed {
 		return nil
 	}
-	return killV2(c.dir, c.devs)
+	return killV2(c.dir)
 }
 
 // killV2 kills everything in cgroup dir and below, and waits until it is
-// gone. devs are the disks throttled there: a process waiting in the kernel
-// on throttled I/O cannot die before its I/O is done, so the throttle is
-// lifted.
-func killV2(dir string, devs []devNum) error {
+// gone. A process waiting in the kernel on throttled I/O cannot die before
+// its I/O is done, so the I/O throttles are lifted once all are signalled.
+func killV2(dir string) error {
 	err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
 	fallback := false
 	if errors.Is(err, fs.ErrNotExist) {
@@ -342,9 +340,7 @@ func killV2(dir string, devs []devNum) error {
 	if err != nil {
 		return fmt.Errorf("tjob: killing cgroup %s: %w", dir, err)
 	}
-	for _, d := range devs {
-		os.WriteFile(filepath.Join(dir, "io.max"), []byte(d.String()+" rbps=max wbps=max"), 0)
-	}
+	liftThrottles(dir)
 	gone := waitFor(killTimeout, func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
 		if err != nil || strings.Contains(string(b), "populated 0") {
