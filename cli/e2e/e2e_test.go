@@ -113,8 +113,13 @@ func newEnv(t *testing.T) *env {
 	if out, err := certs.CombinedOutput(); err != nil {
 		t.Fatalf("tjobs certs: %v\n%s", err, out)
 	}
-	// Port 0: the server says where it listens.
-	e.srv = exec.Command(filepath.Join(binDir, "tjobs"), "-addr", "127.0.0.1:0", "-grace", "2s")
+	// Port 0: the server says where it listens. The limits are the
+	// defaults.
+	args := []string{"-addr", "127.0.0.1:0", "-grace", "2s"}
+	if dev := testBlockDevice(t); dev != "" {
+		args = append(args, "-io-devices", dev)
+	}
+	e.srv = exec.Command(filepath.Join(binDir, "tjobs"), args...)
 	e.srv.Dir = e.dir
 	stderr, err := e.srv.StderrPipe()
 	if err != nil {
@@ -150,6 +155,24 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("tjobs did not start:\n%s", e.log.String())
 	}
 	return e
+}
+
+// testBlockDevice is the MAJOR:MINOR of the disk under $TJOB_TEST_BLOCKDIR,
+// for machines whose / is not on a disk (the test VM), where the default
+// read and write limits need to be told which disk they limit.
+func testBlockDevice(t *testing.T) string {
+	dir := os.Getenv("TJOB_TEST_BLOCKDIR")
+	if dir == "" {
+		return ""
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Fatalf("TJOB_TEST_BLOCKDIR: %v", err)
+	}
+	dev := uint64(st.Dev)
+	major := (dev>>8)&0xfff | (dev>>32)&^0xfff
+	minor := dev&0xff | (dev>>12)&^0xff
+	return fmt.Sprintf("%d:%d", major, minor)
 }
 
 // stop sends tjobs SIGTERM and waits for it.

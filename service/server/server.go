@@ -57,6 +57,9 @@ type Config struct {
 	MaskPaths []string
 	// Limits of every job; zero means none.
 	CPUPercent, MemoryMB, ReadBPS, WriteBPS, PidsMax int
+	// IODevices are the block devices ReadBPS and WriteBPS limit; empty
+	// means the library's choice (the disk behind /, the jobs' directory).
+	IODevices []string
 	// GracePeriod is how long Stop waits after SIGTERM before SIGKILL;
 	// zero means the library's default.
 	GracePeriod time.Duration
@@ -173,6 +176,7 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 	j.ReadBPS = s.cfg.ReadBPS
 	j.WriteBPS = s.cfg.WriteBPS
 	j.PidsMax = s.cfg.PidsMax
+	j.IODevices = s.cfg.IODevices
 	j.GracePeriod = s.cfg.GracePeriod
 	j.SpoolDir = s.cfg.SpoolDir
 	j.MaskPaths = s.cfg.MaskPaths

@@ -301,7 +301,7 @@ func TestMasked(t *testing.T) {
 			t.Fatalf("the job listed %s:\n%s", line, out)
 		}
 	}
-	if !bytes.Contains(out, []byte("svc.key: No such file")) {
+	if !bytes.Contains(out, []byte("svc.key")) || !bytes.Contains(out, []byte("No such file")) {
 		t.Fatalf("the job's view is not what the test expects:\n%s", out)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -61,6 +62,7 @@ func serve(args []string, stderr io.Writer) int {
 	rbps := fs.Int("read-bps", server.DefaultReadBPS, "disk reads of each job, in `bytes` per second")
 	wbps := fs.Int("write-bps", server.DefaultWriteBPS, "disk writes of each job, in `bytes` per second")
 	pids := fs.Int("pids-max", server.DefaultPidsMax, "processes and threads of each job, at `most`")
+	ioDevs := fs.String("io-devices", "", "comma-separated block `devices` (/dev/sda or MAJOR:MINOR) that -read-bps and\n-write-bps limit; default: the disk behind / (needed when / is not on a disk)")
 	grace := fs.Duration("grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -94,6 +96,16 @@ func serve(args []string, stderr io.Writer) int {
 		}
 		mask = append(mask, dir)
 	}
+	var devices []string
+	for _, d := range strings.Split(*ioDevs, ",") {
+		if d = strings.TrimSpace(d); d == "" {
+			continue
+		}
+		if err := checkDevice(d); err != nil {
+			return fail(err)
+		}
+		devices = append(devices, d)
+	}
 	srv, err := server.New(server.Config{
 		SpoolDir:    *spool,
 		MaskPaths:   mask,
@@ -101,6 +113,7 @@ func serve(args []string, stderr io.Writer) int {
 		MemoryMB:    *mem,
 		ReadBPS:     *rbps,
 		WriteBPS:    *wbps,
+		IODevices:   devices,
 		PidsMax:     *pids,
 		GracePeriod: *grace,
 		Log:         stderr,
@@ -135,6 +148,26 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	<-done
 	return 0
+}
+
+// checkDevice checks an -io-devices entry: a block device file, or
+// MAJOR:MINOR.
+func checkDevice(d string) error {
+	if strings.HasPrefix(d, "/") {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("-io-devices: %w", err)
+		}
+		if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+			return fmt.Errorf("-io-devices: %s is not a block device", d)
+		}
+		return nil
+	}
+	var major, minor uint
+	if n, err := fmt.Sscanf(d, "%d:%d", &major, &minor); err != nil || n != 2 || fmt.Sprintf("%d:%d", major, minor) != d {
+		return fmt.Errorf("-io-devices: %q is neither a device file nor MAJOR:MINOR", d)
+	}
+	return nil
 }
 
 func now() string { return time.Now().Format("2006-01-02T15:04:05.000Z07:00") }
