@@ -109,8 +109,9 @@ const (
 	// cpuPeriod is the CFS bandwidth period, in microseconds.
 	cpuPeriod = 100_000
 
-	// minMemoryMB: below this, the jail's init (a Go program) and a shell
-	// cannot even start. Docker has the same floor.
+	// minMemoryMB: Docker's floor. A jailed shell peaks at 3-5 MiB on v2,
+	// where the jail's init (a Go program) is charged to the job too; a
+	// -race build's init alone takes some 15 MiB there.
 	minMemoryMB = 6
 	// maxMemoryMB keeps the limit in bytes within the kernel's int64.
 	maxMemoryMB = math.MaxInt64 >> 20
@@ -119,8 +120,9 @@ const (
 	// even the smallest read would take longer than a second.
 	minBPS = 4096
 
-	// minPidsMax: the jail's init is a Go program with several threads
-	// of its own, and threads count.
+	// minPidsMax: the jail's init is a Go program with threads of its
+	// own, and threads count: a jailed shell needs 9 or 10, with -race
+	// more. Below, the init cannot start.
 	minPidsMax = 16
 	// maxPidsMax is the kernel's limit (PID_MAX_LIMIT).
 	maxPidsMax = 4 << 20
