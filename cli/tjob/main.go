@@ -7,7 +7,8 @@
 //	tjob logs [OPTIONS] [-f] JOB
 //
 // Exit status: 0 on success, 1 when the command failed (one line on stderr
-// says why), 2 on a usage error, 130 when `logs -f` was interrupted.
+// says why), 2 on a usage error, 130 when Ctrl-C ended `logs` (143 for
+// SIGTERM).
 package main
 
 import (
@@ -27,10 +28,11 @@ import (
 
 // Exit codes.
 const (
-	exitOK          = 0
-	exitFailed      = 1
-	exitUsage       = 2
-	exitInterrupted = 130 // 128 + SIGINT, as a shell reports it
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+	// A command ended by SIGINT (Ctrl-C) or SIGTERM exits 128+N, as a
+	// shell reports it: 130 or 143.
 )
 
 // rpcTimeout bounds the calls that answer at once (not stop, not logs).
