@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# bench/run.sh (make bench): measures tjob next to the tools one would
+# otherwise use, on this machine, and writes docs/BENCHMARKS.md.
+#
+# It installs what it needs with apt-get (bubblewrap, runc, busybox-static,
+# iputils-ping) when it runs as root on Debian, builds tjobs, tjob and the
+# harness (bench/, a Go program) into a scratch directory, makes certificates
+# there, and runs the harness, which starts and stops its own tjobs servers on
+# loopback. Everything it starts and makes is removed on exit, failure and
+# Ctrl-C included.
+#
+# Environment: BENCH_OUT (default docs/BENCHMARKS.md), BENCH_ARGS (extra
+# harness flags, e.g. "-quick" or "-only start,capture"), BENCH_BUDGET
+# (default 8m: the harness stops measuring after that), GO (default go).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${BENCH_OUT:-docs/BENCHMARKS.md}
+case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
+GO=${GO:-go}
+BUDGET=${BENCH_BUDGET:-8m}
+T0=$(date +%s)
+
+log() { echo "bench: $*" >&2; }
+
+# --- tools -------------------------------------------------------------
+if [ "$(id -u)" -ne 0 ]; then
+	log "not root: the rows that need root (jails, cgroups, runc, unshare) are skipped, and nothing is installed"
+else
+	need=()
+	command -v bwrap >/dev/null || need+=(bubblewrap)
+	command -v runc >/dev/null || need+=(runc)
+	# The runc rootfs needs a static busybox.
+	bbinfo=$(command -v busybox >/dev/null && ldd "$(command -v busybox)" 2>&1 || true)
+	if [[ $bbinfo != *"not a dynamic"* ]]; then
+		need+=(busybox-static)
+	fi
+	command -v ping >/dev/null || need+=(iputils-ping)
+	command -v unshare >/dev/null || need+=(util-linux)
+	if [ ${#need[@]} -gt 0 ]; then
+		if command -v apt-get >/dev/null; then
+			log "installing ${need[*]}"
+			if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+				DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }; then
+				log "apt-get failed: the rows needing ${need[*]} will be skipped"
+			fi
+		else
+			log "no apt-get: the rows needing ${need[*]} will be skipped"
+		fi
+	fi
+fi
+command -v perf >/dev/null || log "perf(1) missing: profiles of missed targets fall back to a Go CPU profile of the harness"
+
+# --- scratch directory and cleanup ----------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tjobbench.XXXXXX")
+BENCH_PID=
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [ -n "$BENCH_PID" ] && kill -0 "$BENCH_PID" 2>/dev/null; then
+		kill -TERM "$BENCH_PID" 2>/dev/null || true
+		for _ in $(seq 50); do kill -0 "$BENCH_PID" 2>/dev/null || break; sleep 0.2; done
+		kill -KILL "$BENCH_PID" 2>/dev/null || true
+	fi
+	# Servers the harness started (it kills them itself; this is for a harness
+	# that was killed): only those still running our own tjobs binary.
+	if [ -f "$WORK/pids" ]; then
+		while read -r pid; do
+			if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$WORK/bin/tjobs" ]; then
+				kill -TERM "$pid" 2>/dev/null || true
+				for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+				kill -KILL "$pid" 2>/dev/null || true
+			fi
+		done <"$WORK/pids"
+	fi
+	if [ -d "$WORK/runc-state" ] && command -v runc >/dev/null; then
+		for id in $(runc --root "$WORK/runc-state" list -q 2>/dev/null); do
+			runc --root "$WORK/runc-state" delete -f "$id" >/dev/null 2>&1 || true
+		done
+	fi
+	rm -rf "$WORK"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- build ---------------------------------------------------------------
+log "building tjobs, tjob and the harness into $WORK/bin"
+mkdir -p "$WORK/bin"
+(cd service && "$GO" build -o "$WORK/bin/tjobs" ./tjobs)
+(cd cli && "$GO" build -o "$WORK/bin/tjob" ./tjob)
+(cd bench && "$GO" build -o "$WORK/bin/tjobbench" . && "$GO" build -o "$WORK/bin/noop" ./noop)
+"$WORK/bin/tjobs" certs -dir "$WORK/certs" >/dev/null
+
+# --- run -----------------------------------------------------------------
+log "running the harness (budget $BUDGET)"
+# In the background, so that the traps run on Ctrl-C at once.
+# shellcheck disable=SC2086
+"$WORK/bin/tjobbench" -tjobs "$WORK/bin/tjobs" -tjob "$WORK/bin/tjob" -noop "$WORK/bin/noop" -certs "$WORK/certs" \
+	-work "$WORK" -pidfile "$WORK/pids" -repo "$ROOT" -budget "$BUDGET" -out "$OUT" ${BENCH_ARGS:-} &
+BENCH_PID=$!
+rc=0
+wait "$BENCH_PID" || rc=$?
+BENCH_PID=
+log "done in $(($(date +%s) - T0)) s: $OUT"
+exit "$rc"

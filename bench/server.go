@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	tjobv1 "github.com/neildo/tjob/service/proto/tjob/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// tjobsServer is a tjobs process that the harness started.
+type tjobsServer struct {
+	name   string
+	cmd    *exec.Cmd
+	pid    int
+	addr   string
+	spool  string
+	log    string        // its standard error
+	exited chan struct{} // closed when the process has been waited for
+	once   sync.Once
+}
+
+// startServer starts tjobs on a free loopback port with the RFD's default
+// limits (its own defaults) and waits until it listens.
+func (e *env) startServer(ctx context.Context, name string, environ ...string) (*tjobsServer, error) {
+	spool := filepath.Join(e.work, "spool-"+name)
+	logf, err := os.Create(filepath.Join(e.work, "tjobs-"+name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		logf.Close()
+		return nil, err
+	}
+	cmd := exec.Command(e.tjobs,
+		"-addr", "127.0.0.1:0",
+		"-ca", e.cert("ca.crt"), "-cert", e.cert("svc.crt"), "-key", e.cert("svc.key"),
+		"-spool", spool)
+	cmd.Dir = e.work
+	cmd.Env = append(os.Environ(), environ...)
+	cmd.Stderr = pw
+	// If the harness dies, so does the server, and with it every job
+	// (each jail's init notices its lifeline close).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		logf.Close()
+		return nil, fmt.Errorf("starting tjobs: %w", err)
+	}
+	pw.Close()
+	s := &tjobsServer{name: name, cmd: cmd, pid: cmd.Process.Pid, spool: spool, exited: make(chan struct{}), log: logf.Name()}
+	e.recordPid(s.pid)
+	addr := make(chan string, 1)
+	go func() {
+		defer logf.Close()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		sent := false
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(logf, line)
+			if i := strings.Index(line, "listening on "); i >= 0 && !sent {
+				if f := strings.Fields(line[i+len("listening on "):]); len(f) > 0 {
+					addr <- f[0]
+					sent = true
+				}
+			}
+		}
+		pr.Close()
+	}()
+	go func() {
+		cmd.Wait()
+		close(s.exited)
+	}()
+	e.mu.Lock()
+	e.servers = append(e.servers, s)
+	e.mu.Unlock()
+	select {
+	case s.addr = <-addr:
+		return s, nil
+	case <-s.exited:
+		return nil, fmt.Errorf("tjobs exited at start (%v); see its log", cmd.ProcessState)
+	case <-time.After(15 * time.Second):
+		s.stop()
+		return nil, errors.New("tjobs did not listen within 15s")
+	case <-ctx.Done():
+		s.stop()
+		return nil, ctx.Err()
+	}
+}
+
+// stop shuts the server down as an operator would (SIGTERM: it stops every
+// job and removes their output), then kills it if it takes too long.
+func (s *tjobsServer) stop() {
+	s.once.Do(func() {
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(45 * time.Second):
+			fmt.Fprintf(os.Stderr, "bench: tjobs %s did not stop in 45s; killing it\n", s.name)
+			s.cmd.Process.Kill()
+			<-s.exited
+		}
+	})
+}
+
+func (e *env) cert(name string) string { return filepath.Join(e.certs, name) }
+
+// clientTLS is the CLI's TLS configuration for the default client "cli".
+func (e *env) clientTLS() (*tls.Config, error) {
+	caPEM, err := os.ReadFile(e.cert("ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("no CA certificate")
+	}
+	pair, err := tls.LoadX509KeyPair(e.cert("cli.crt"), e.cert("cli.key"))
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{pair}}, nil
+}
+
+// client is one connection to a server: one TLS session, reused by every call.
+type client struct {
+	conn   *grpc.ClientConn
+	job    tjobv1.JobClient
+	health healthpb.HealthClient
+}
+
+// dial connects to s and makes one call, so that the TLS handshake is done
+// when it returns.
+func (e *env) dial(ctx context.Context, s *tjobsServer) (*client, error) {
+	cfg, err := e.clientTLS()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		return nil, err
+	}
+	c := &client{conn: conn, job: tjobv1.NewJobClient(conn), health: healthpb.NewHealthClient(conn)}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.health.Check(cctx, &healthpb.HealthCheckRequest{}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("connecting to tjobs: %w", err)
+	}
+	return c, nil
+}
+
+func (e *env) dialMany(ctx context.Context, s *tjobsServer, n int) ([]*client, error) {
+	out := make([]*client, 0, n)
+	for range n {
+		c, err := e.dial(ctx, s)
+		if err != nil {
+			closeAll(out)
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func closeAll(cs []*client) {
+	for _, c := range cs {
+		c.conn.Close()
+	}
+}
+
+// run starts a job and returns its ID; a job that failed to start is an
+// error.
+func (c *client) run(ctx context.Context, path string, args ...string) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := c.job.Run(cctx, &tjobv1.RunRequest{Path: path, Args: args})
+	if err != nil {
+		return "", err
+	}
+	if st := resp.GetStatus(); st.GetState() == tjobv1.State_STATE_FAILED {
+		return resp.GetJobId(), fmt.Errorf("job failed to start: %s", st.GetError())
+	}
+	return resp.GetJobId(), nil
+}
+
+func (c *client) status(ctx context.Context, id string) (*tjobv1.Status, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := c.job.Status(cctx, &tjobv1.StatusRequest{JobId: &id})
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.GetJobs()) != 1 {
+		return nil, fmt.Errorf("status of %s: %d jobs", id, len(resp.GetJobs()))
+	}
+	return resp.GetJobs()[0], nil
+}
+
+// waitEnded polls the job's status until it has ended, for at most limit.
+func (c *client) waitEnded(ctx context.Context, id string, limit time.Duration) (*tjobv1.Status, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		st, err := c.status(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if s := st.GetState(); s == tjobv1.State_STATE_EXITED || s == tjobv1.State_STATE_FAILED {
+			return st, nil
+		}
+		if time.Now().After(deadline) {
+			return st, fmt.Errorf("job %s still %v after %v", id, st.GetState(), limit)
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// ended checks that a job exited 0.
+func exitedOK(st *tjobv1.Status) error {
+	if st.GetState() != tjobv1.State_STATE_EXITED || st.GetExit() != 0 || st.Error != nil {
+		return fmt.Errorf("job %s: state %v exit %d error %q", st.GetJobId(), st.GetState(), st.GetExit(), st.GetError())
+	}
+	return nil
+}
+
+// cliArgs are the tjob CLI's options to reach s.
+func (e *env) cliArgs(s *tjobsServer, cmd ...string) []string {
+	return append([]string{"-addr", s.addr, "-ca", e.cert("ca.crt"), "-cert", e.cert("cli.crt"), "-key", e.cert("cli.key")}, cmd...)
+}
