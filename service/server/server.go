@@ -113,11 +113,37 @@ func New(cfg Config) (*Server, error) {
 		jobs:   map[string]*entry{},
 	}
 	s.stopping, s.stop = context.WithCancel(context.Background())
+	if err := checkLimits(cfg); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool directory: %w", err)
 	}
 	s.cleanup()
 	return s, nil
+}
+
+// checkLimits refuses limits the library refuses for every job, so that a
+// server configured with them fails at start, naming the limit, instead of
+// answering every Run with an error the client cannot fix. The library
+// checks a job's configuration before it looks for the command; a command
+// that does not exist ends the check there, before anything is made.
+func checkLimits(cfg Config) error {
+	j := tjob.NewJob("tjobs-limits-check-" + uuid.NewString())
+	j.CPUPercent = cfg.CPUPercent
+	j.MemoryMB = cfg.MemoryMB
+	j.ReadBPS = cfg.ReadBPS
+	j.WriteBPS = cfg.WriteBPS
+	j.PidsMax = cfg.PidsMax
+	j.IODevices = cfg.IODevices
+	j.GracePeriod = cfg.GracePeriod
+	j.SpoolDir = cfg.SpoolDir
+	st := <-j.Run()
+	j.Close()
+	if errors.Is(st.Error, tjob.ErrInvalid) {
+		return fmt.Errorf("job limits: %s", strings.TrimPrefix(message(st.Error), tjob.ErrInvalid.Error()+": "))
+	}
+	return nil
 }
 
 // spoolFile is the name the library gives a job's output: <job ID>.out. Only
