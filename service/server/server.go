@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/neildo/tjob"
@@ -39,6 +40,17 @@ const (
 
 // logChunk is the most output one LogsResponse carries.
 const logChunk = 64 << 10
+
+// Bounds on what a client sends and what comes back to it.
+const (
+	// maxCmdBytes is the longest command line Run takes: the path and the
+	// arguments, each counted with its terminating NUL as the kernel counts
+	// them. It is the kernel's limit for a single argument (MAX_ARG_STRLEN).
+	maxCmdBytes = 128 << 10
+	// maxStatusCmd is the most of a command line a Status carries, so that
+	// the Status of many jobs stays within what a client receives.
+	maxStatusCmd = 1024
+)
 
 // jobEnv is the environment of every job: the server's own is not the job's
 // business.
@@ -193,6 +205,9 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 	if req.GetPath() == "" {
 		return nil, status.Error(codes.InvalidArgument, "no command to run")
 	}
+	if n := cmdBytes(req); n > maxCmdBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "command line too long: %d bytes in %d arguments, at most %d", n, len(req.GetArgs())+1, maxCmdBytes)
+	}
 	j := tjob.NewJob(req.GetPath(), req.GetArgs()...)
 	j.ID = uuid.NewString()
 	j.Dir = "/"
@@ -340,6 +355,29 @@ func (s *Server) Logs(req *tjobv1.LogsRequest, stream grpc.ServerStreamingServer
 
 var errShuttingDown = status.Error(codes.Unavailable, "server is shutting down")
 
+// cmdBytes is the size of the command line as the kernel counts it.
+func cmdBytes(req *tjobv1.RunRequest) int {
+	n := len(req.GetPath()) + 1
+	for _, a := range req.GetArgs() {
+		n += len(a) + 1
+	}
+	return n
+}
+
+// cutCmd cuts a command line to at most maxStatusCmd bytes, on a character
+// boundary, ending in "…" when it was longer.
+func cutCmd(cmd string) string {
+	if len(cmd) <= maxStatusCmd {
+		return cmd
+	}
+	const ell = "…"
+	cut := maxStatusCmd - len(ell)
+	for cut > 0 && !utf8.RuneStart(cmd[cut]) {
+		cut--
+	}
+	return cmd[:cut] + ell
+}
+
 // lookup finds the caller's job by its ID or a unique prefix of it. Another
 // user's job is not found, exactly like one that does not exist.
 func (s *Server) lookup(ctx context.Context, id string) (*entry, error) {
@@ -445,7 +483,7 @@ func (e *entry) proto() *tjobv1.Status {
 	st := e.job.Summary()
 	p := &tjobv1.Status{
 		JobId:         st.ID,
-		Cmd:           st.Cmd,
+		Cmd:           cutCmd(st.Cmd),
 		ElapsedSecs:   st.Elapsed,
 		Signal:        int32(st.Signal),
 		OomKilled:     st.OOMKilled,

@@ -483,7 +483,8 @@ func (x *LogsResponse) GetData() []byte {
 type Status struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	// The command line, arguments separated by spaces.
+	// The command line, arguments separated by spaces; cut to 1024 bytes,
+	// ending in "…", when longer.
 	Cmd string `protobuf:"bytes,2,opt,name=cmd,proto3" json:"cmd,omitempty"`
 	// Unset until the job started.
 	Started *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started,proto3" json:"started,omitempty"`

@@ -45,8 +45,9 @@ type JobClient interface {
 	// Run starts a job with the server's limits and returns once it runs, or
 	// once it failed to start: a job that could not start (no such command,
 	// ...) is still a job, with its reason in status.error, not an RPC error.
-	// A request the server cannot turn into a job (empty path, NUL bytes)
-	// answers InvalidArgument.
+	// A request the server cannot turn into a job (empty path, NUL bytes, a
+	// command line over 128 KiB: the path and the arguments, each counted with
+	// a terminating NUL) answers InvalidArgument.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
 	// Stop sends SIGTERM to the job, SIGKILL to all it left after the server's
 	// grace period, and returns when it has ended. Stopping an ended job does
@@ -134,8 +135,9 @@ type JobServer interface {
 	// Run starts a job with the server's limits and returns once it runs, or
 	// once it failed to start: a job that could not start (no such command,
 	// ...) is still a job, with its reason in status.error, not an RPC error.
-	// A request the server cannot turn into a job (empty path, NUL bytes)
-	// answers InvalidArgument.
+	// A request the server cannot turn into a job (empty path, NUL bytes, a
+	// command line over 128 KiB: the path and the arguments, each counted with
+	// a terminating NUL) answers InvalidArgument.
 	Run(context.Context, *RunRequest) (*RunResponse, error)
 	// Stop sends SIGTERM to the job, SIGKILL to all it left after the server's
 	// grace period, and returns when it has ended. Stopping an ended job does
