@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,9 @@ const (
 	// maxStatusCmd is the most of a command line a Status carries, so that
 	// the Status of many jobs stays within what a client receives.
 	maxStatusCmd = 1024
+	// maxIDShown is the most of a client's job ID that errors and log lines
+	// repeat.
+	maxIDShown = 64
 )
 
 // jobEnv is the environment of every job: the server's own is not the job's
@@ -221,7 +225,6 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 	j.GracePeriod = s.cfg.GracePeriod
 	j.SpoolDir = s.cfg.SpoolDir
 	j.MaskPaths = s.cfg.MaskPaths
-	setJob(ctx, j.ID)
 
 	if s.isClosing() {
 		return nil, errShuttingDown
@@ -242,6 +245,7 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 		j.Close()
 		return nil, errShuttingDown
 	}
+	setJob(ctx, j.ID)
 	return &tjobv1.RunResponse{JobId: j.ID, Status: e.proto()}, nil
 }
 
@@ -364,6 +368,32 @@ func cmdBytes(req *tjobv1.RunRequest) int {
 	return n
 }
 
+// clipID is a client's job ID cut to maxIDShown bytes, with "…" when it was
+// longer: what a log line repeats of it (quoted there as needed).
+func clipID(id string) string {
+	if len(id) <= maxIDShown {
+		return id
+	}
+	return strings.ToValidUTF8(id[:maxIDShown], "") + "…"
+}
+
+// showID is a client's job ID as an error repeats it: clipped, and quoted
+// when it has anything but letters, digits and dashes, so that the error
+// stays one short line.
+func showID(id string) string {
+	body, cut := strings.CutSuffix(clipID(id), "…")
+	for _, r := range body {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-') {
+			body = strconv.Quote(body)
+			break
+		}
+	}
+	if cut {
+		body += "…"
+	}
+	return body
+}
+
 // cutCmd cuts a command line to at most maxStatusCmd bytes, on a character
 // boundary, ending in "…" when it was longer.
 func cutCmd(cmd string) string {
@@ -382,7 +412,7 @@ func cutCmd(cmd string) string {
 // user's job is not found, exactly like one that does not exist.
 func (s *Server) lookup(ctx context.Context, id string) (*entry, error) {
 	user := userOf(ctx)
-	setJob(ctx, id)
+	setJob(ctx, clipID(id))
 	if id == "" {
 		return nil, status.Error(codes.InvalidArgument, "no job ID")
 	}
@@ -407,7 +437,7 @@ func (s *Server) lookup(ctx context.Context, id string) (*entry, error) {
 		setJob(ctx, e.job.ID)
 		return e, nil
 	case len(matches) == 0:
-		return nil, status.Errorf(codes.NotFound, "no such job: %s", id)
+		return nil, status.Errorf(codes.NotFound, "no such job: %s", showID(id))
 	}
 	ids := make([]string, len(matches))
 	for i, m := range matches {
@@ -420,7 +450,7 @@ func (s *Server) lookup(ctx context.Context, id string) (*entry, error) {
 		more = fmt.Sprintf(" and %d more", len(ids)-most)
 		ids = ids[:most]
 	}
-	return nil, status.Errorf(codes.InvalidArgument, "job ID %s is ambiguous: it matches %s%s", id, strings.Join(ids, ", "), more)
+	return nil, status.Errorf(codes.InvalidArgument, "job ID %s is ambiguous: it matches %s%s", showID(id), strings.Join(ids, ", "), more)
 }
 
 func (s *Server) isClosing() bool {
