@@ -187,3 +187,28 @@ func TestJailExitMatchesNoJail(t *testing.T) {
 		}
 	}
 }
+
+// When the job runs out of memory, the kernel picks the job's process, not
+// the jail's init that reports on it.
+func TestJailInitSparedByOOMKiller(t *testing.T) {
+	requireRoot(t)
+	probe := exec.Command("sleep", "10")
+	if err := probe.Start(); err != nil {
+		t.Fatal(err)
+	}
+	err := os.WriteFile(filepath.Join("/proc", strconv.Itoa(probe.Process.Pid), "oom_score_adj"), []byte("-999"), 0)
+	probe.Process.Kill()
+	probe.Wait()
+	if err != nil {
+		t.Skipf("this machine does not let root lower an OOM score (no CAP_SYS_RESOURCE?): %v", err)
+	}
+	j := newTestJob(t, "sh", "-c", "cat /proc/self/oom_score_adj; sleep 1000")
+	ch := j.Run()
+	waitOutput(t, j, "0\n")
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(j.Summary().Pid), "oom_score_adj"))
+	j.Stop()
+	final(t, ch)
+	if err != nil || strings.TrimSpace(string(b)) != "-999" {
+		t.Fatalf("the jail's init has oom_score_adj %q (%v), want -999", b, err)
+	}
+}

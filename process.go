@@ -206,6 +206,11 @@ func (p *process) startShim(j *Job, path string, cred *syscall.Credential, attr 
 		repR.Close()
 		return fmt.Errorf("tjob: %s", first.Err)
 	}
+	// The jail's init counts against the job's memory; when the job runs
+	// out, the kernel should kill the job's process, not the init that
+	// reports on it. The command was forked before this, so it keeps the
+	// usual score. Best effort: it needs CAP_SYS_RESOURCE.
+	os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.pid()), []byte("-999"), 0)
 	p.ended = make(chan shimMsg, 1)
 	go func() {
 		defer repR.Close()
