@@ -297,6 +297,11 @@ func (c *cgroupV1) Kill() error {
 // (see killV2) once the freezer stops the processes from starting more
 // I/O, so that one waiting on its I/O finishes it and freezes.
 func killV1(dirs []string) error {
+	// An empty cgroup stays empty: nothing in it can fork. That is the
+	// common case at the end of a job, and it needs no freezing.
+	if empty, err := cgroupsEmpty(dirs); err == nil && empty {
+		return nil
+	}
 	freezer := ""
 	for _, d := range dirs {
 		if _, err := os.Stat(filepath.Join(d, "freezer.state")); err == nil {
@@ -333,6 +338,20 @@ func killV1(dirs []string) error {
 		return fmt.Errorf("tjob: cgroup %s: processes still there %v after SIGKILL", dirs[0], killTimeout)
 	}
 	return nil
+}
+
+// cgroupsEmpty reports whether no process is in dirs or below them.
+func cgroupsEmpty(dirs []string) (bool, error) {
+	for _, d := range dirs {
+		pids, err := cgroupProcs(d, true)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, err
+		}
+		if len(pids) > 0 {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // waitFreezer waits a little for freezer.state to take: a task stuck in the
