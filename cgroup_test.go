@@ -318,9 +318,10 @@ func TestCgroupReadBPS(t *testing.T) {
 func TestCgroupPidsMaxForkBomb(t *testing.T) {
 	sys := requireCgroups(t)
 	requireController(t, sys, "pids", "pids")
-	// The bomb runs in the background; the job's own process then needs
-	// no fork to stay (exec), so it lives until stopped.
-	j := newTestJob(t, "sh", "-c", "b() { b | b & }; b; exec sleep 60")
+	// The bomb runs in a background subshell, forked before the limit
+	// bites; the job's own process then execs and needs no fork to stay,
+	// so a shell that gives up when fork fails cannot end the job early.
+	j := newTestJob(t, "sh", "-c", "(b() { b | b & }; b) & exec sleep 60")
 	j.PidsMax = 32
 	j.GracePeriod = time.Second
 	done := j.Run()
