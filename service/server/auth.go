@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,11 +45,31 @@ func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("CA certificate: no PEM certificate in %s", caFile)
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
+		MinVersion:       tls.VersionTLS13,
+		Certificates:     []tls.Certificate{cert},
+		ClientAuth:       tls.RequireAndVerifyClientCert,
+		ClientCAs:        pool,
+		VerifyConnection: verifyClientLeaf,
 	}, nil
+}
+
+// verifyClientLeaf refuses a verified client certificate that is not a
+// client's leaf: the CA's own certificate (which verifies against itself and,
+// having no extended key usage, passes for any use) or any other CA, and a
+// certificate that does not name client authentication among its extended
+// key usages.
+func verifyClientLeaf(cs tls.ConnectionState) error {
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return errors.New("no verified client certificate")
+	}
+	leaf := cs.VerifiedChains[0][0]
+	if leaf.IsCA {
+		return fmt.Errorf("client certificate %q is a CA certificate", leaf.Subject.CommonName)
+	}
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
+		return fmt.Errorf("client certificate %q is not for client authentication (no clientAuth extended key usage)", leaf.Subject.CommonName)
+	}
+	return nil
 }
 
 // NewGRPCServer makes a gRPC server on TLS with the server's authorization
