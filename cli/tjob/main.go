@@ -86,6 +86,34 @@ func mainUsageText() string {
 }
 
 func tjobMain(args []string, stdout, stderr io.Writer) int {
+	inv, code := parseArgs(args, stdout, stderr)
+	if inv == nil {
+		return code
+	}
+	if err := inv.cmd.run(inv.cli, inv.args); err != nil {
+		var ie interrupted
+		if errors.As(err, &ie) {
+			return int(ie)
+		}
+		fmt.Fprintf(stderr, "tjob: %v\n", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// invocation is a command line parsed: the command, its options and its
+// positional arguments.
+type invocation struct {
+	cmd  *command
+	cli  *cli
+	args []string
+}
+
+// parseArgs parses tjob's command line. It returns what to run, or nil and
+// the exit code when there is nothing to run: help was asked for (written
+// to stdout, exitOK) or the command line is wrong (usage on stderr,
+// exitUsage).
+func parseArgs(args []string, stdout, stderr io.Writer) (*invocation, int) {
 	cl := &cli{stdout: stdout, stderr: stderr}
 	// The common options may also come before the command.
 	global := flag.NewFlagSet("tjob", flag.ContinueOnError)
@@ -93,7 +121,7 @@ func tjobMain(args []string, stdout, stderr io.Writer) int {
 	cl.commonFlags(global)
 	if err := global.Parse(args); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(stderr, "tjob: %v\n\n%s", err, mainUsageText())
-		return exitUsage
+		return nil, exitUsage
 	} else if err != nil {
 		args = []string{"help"}
 	} else {
@@ -101,7 +129,7 @@ func tjobMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, mainUsageText())
-		return exitUsage
+		return nil, exitUsage
 	}
 	name := args[0]
 	switch name {
@@ -109,18 +137,18 @@ func tjobMain(args []string, stdout, stderr io.Writer) int {
 		if len(args) > 1 {
 			if c := lookupCommand(args[1]); c != nil {
 				fmt.Fprint(stdout, c.usage())
-				return exitOK
+				return nil, exitOK
 			}
 			fmt.Fprintf(stderr, "tjob: unknown command %q\n\n%s", args[1], mainUsageText())
-			return exitUsage
+			return nil, exitUsage
 		}
 		fmt.Fprint(stdout, mainUsageText())
-		return exitOK
+		return nil, exitOK
 	}
 	c := lookupCommand(name)
 	if c == nil {
 		fmt.Fprintf(stderr, "tjob: unknown command %q\n\n%s", name, mainUsageText())
-		return exitUsage
+		return nil, exitUsage
 	}
 	fs := flag.NewFlagSet("tjob "+c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -131,7 +159,7 @@ func tjobMain(args []string, stdout, stderr io.Writer) int {
 	pos, err := parse(fs, args[1:], c.posix)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, c.usage())
-		return exitOK
+		return nil, exitOK
 	}
 	if err == nil && !c.nargs(len(pos)) {
 		switch {
@@ -143,17 +171,9 @@ func tjobMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tjob %s: %v\n\n%s", c.name, err, c.usage())
-		return exitUsage
+		return nil, exitUsage
 	}
-	if err := c.run(cl, pos); err != nil {
-		var ie interrupted
-		if errors.As(err, &ie) {
-			return int(ie)
-		}
-		fmt.Fprintf(stderr, "tjob: %v\n", err)
-		return exitFailed
-	}
-	return exitOK
+	return &invocation{cmd: c, cli: cl, args: pos}, 0
 }
 
 func lookupCommand(name string) *command {
