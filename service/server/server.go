@@ -39,8 +39,11 @@ const (
 	DefaultPidsMax    = 1024
 )
 
-// logChunk is the most output one LogsResponse carries.
-const logChunk = 64 << 10
+// logChunk is the most output one LogsResponse carries. With the message's
+// own few bytes it fits grpc-go's 32 KiB pooled buffer; one byte more and a
+// message takes the next size up, 1 MiB, which a stream whose client does
+// not read holds for as long as it is open.
+const logChunk = 32<<10 - 16
 
 // Bounds on what a client sends and what comes back to it.
 const (
