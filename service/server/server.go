@@ -45,6 +45,11 @@ const (
 // not read holds for as long as it is open.
 const logChunk = 32<<10 - 16
 
+// DefaultMaxLogStreams is how many Logs streams one user may have open at
+// once, unless Config says otherwise. A stream whose client does not read
+// holds a file and some 100 KiB on the server.
+const DefaultMaxLogStreams = 1024
+
 // Bounds on what a client sends and what comes back to it.
 const (
 	// maxCmdBytes is the longest command line Run takes: the path and the
@@ -85,6 +90,9 @@ type Config struct {
 	// Log receives one line per RPC and the server's own news; nil means
 	// standard error.
 	Log io.Writer
+	// MaxLogStreams is how many Logs streams one user may have open at
+	// once; zero means DefaultMaxLogStreams.
+	MaxLogStreams int
 }
 
 // Server serves tjob.v1.Job. Make it with New.
@@ -102,6 +110,7 @@ type Server struct {
 	mu      sync.Mutex // guards the fields below; never held across a wait or a send
 	jobs    map[string]*entry
 	closing bool
+	streams map[string]int // open Logs streams by user
 }
 
 // entry is one job and the user who ran it.
@@ -126,10 +135,11 @@ func New(cfg Config) (*Server, error) {
 		out = os.Stderr
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    log.New(out, "", 0),
-		health: health.NewServer(),
-		jobs:   map[string]*entry{},
+		cfg:     cfg,
+		log:     log.New(out, "", 0),
+		health:  health.NewServer(),
+		jobs:    map[string]*entry{},
+		streams: map[string]int{},
 	}
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	if err := checkLimits(cfg); err != nil {
@@ -314,6 +324,11 @@ func (s *Server) Logs(req *tjobv1.LogsRequest, stream grpc.ServerStreamingServer
 	if st := e.job.Summary(); st.State == tjob.StateFailed {
 		return status.Errorf(codes.FailedPrecondition, "job failed to start: %s", message(st.Error))
 	}
+	user := userOf(stream.Context())
+	if !s.openStream(user) {
+		return status.Errorf(codes.ResourceExhausted, "too many Logs streams open: at most %d at once per user", s.maxStreams())
+	}
+	defer s.closeStream(user)
 	// The stream ends when the client goes or the server shuts down.
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
@@ -454,6 +469,33 @@ func (s *Server) lookup(ctx context.Context, id string) (*entry, error) {
 		ids = ids[:most]
 	}
 	return nil, status.Errorf(codes.InvalidArgument, "job ID %s is ambiguous: it matches %s%s", showID(id), strings.Join(ids, ", "), more)
+}
+
+func (s *Server) maxStreams() int {
+	if s.cfg.MaxLogStreams > 0 {
+		return s.cfg.MaxLogStreams
+	}
+	return DefaultMaxLogStreams
+}
+
+// openStream counts a Logs stream of user's, unless user has as many open
+// as allowed.
+func (s *Server) openStream(user string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams[user] >= s.maxStreams() {
+		return false
+	}
+	s.streams[user]++
+	return true
+}
+
+func (s *Server) closeStream(user string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams[user]--; s.streams[user] <= 0 {
+		delete(s.streams, user)
+	}
 }
 
 func (s *Server) isClosing() bool {
