@@ -72,7 +72,7 @@ func (c *cli) explain(err error) error {
 	st := status.Convert(err)
 	msg := st.Message()
 	switch st.Code() {
-	case codes.NotFound, codes.InvalidArgument, codes.FailedPrecondition:
+	case codes.NotFound, codes.InvalidArgument, codes.FailedPrecondition, codes.ResourceExhausted:
 		return errors.New(msg) // the server's words are for people
 	case codes.Unauthenticated, codes.PermissionDenied:
 		return fmt.Errorf("certificate %s rejected by the server at %s: %s", c.cert, c.addr, msg)
