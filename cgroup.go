@@ -185,6 +185,26 @@ func validateLimits(j *Job) error {
 	return nil
 }
 
+// controllersNeeded maps each controller that the job's limits need to the
+// limit that needs it, for errors that name both. io names the I/O
+// controller: "io" on v2, "blkio" on v1.
+func controllersNeeded(j *Job, io string) map[string]string {
+	need := map[string]string{}
+	if j.CPUPercent > 0 {
+		need["cpu"] = "CPUPercent"
+	}
+	if j.MemoryMB > 0 {
+		need["memory"] = "MemoryMB"
+	}
+	if j.ReadBPS > 0 || j.WriteBPS > 0 {
+		need[io] = "ReadBPS/WriteBPS"
+	}
+	if j.PidsMax > 0 {
+		need["pids"] = "PidsMax"
+	}
+	return need
+}
+
 // newCgroup makes the job's cgroup with its limits; nil when j.NoCgroup.
 func newCgroup(j *Job) (cgroup, error) {
 	if j.NoCgroup {

@@ -48,19 +48,7 @@ type cgroupV1 struct {
 var v1OOMEventOnly = false
 
 func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgroupV1, err error) {
-	needs := map[string]string{}
-	if j.CPUPercent > 0 {
-		needs["cpu"] = "CPUPercent"
-	}
-	if j.MemoryMB > 0 {
-		needs["memory"] = "MemoryMB"
-	}
-	if j.ReadBPS > 0 || j.WriteBPS > 0 {
-		needs["blkio"] = "ReadBPS/WriteBPS"
-	}
-	if j.PidsMax > 0 {
-		needs["pids"] = "PidsMax"
-	}
+	needs := controllersNeeded(j, "blkio")
 	for _, c := range v1Controllers {
 		if lim, ok := needs[c]; ok && sys.v1[c] == nil {
 			return nil, fmt.Errorf("tjob: %s needs the cgroup v1 %s controller, which is not mounted", lim, c)

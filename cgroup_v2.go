@@ -45,24 +45,6 @@ type cgroupV2 struct {
 	removed bool
 }
 
-// v2Needs maps each controller to the limit that needs it.
-func v2Needs(j *Job) map[string]string {
-	need := map[string]string{}
-	if j.CPUPercent > 0 {
-		need["cpu"] = "CPUPercent"
-	}
-	if j.MemoryMB > 0 {
-		need["memory"] = "MemoryMB"
-	}
-	if j.ReadBPS > 0 || j.WriteBPS > 0 {
-		need["io"] = "ReadBPS/WriteBPS"
-	}
-	if j.PidsMax > 0 {
-		need["pids"] = "PidsMax"
-	}
-	return need
-}
-
 func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err error) {
 	base := baseOf(h)
 	parent := parentOf(h, j.CgroupParent)
@@ -101,7 +83,7 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 		return nil, fmt.Errorf("tjob: reading cgroup controllers: %w", err)
 	}
 	avail := strings.Fields(string(b))
-	need := v2Needs(j)
+	need := controllersNeeded(j, "io")
 	for _, c := range v2Controllers {
 		if lim, ok := need[c]; ok && !slices.Contains(avail, c) {
 			return nil, fmt.Errorf("tjob: %s needs the cgroup v2 %s controller, which cgroup %s does not have (it has: %s)", lim, c, start, strings.Join(avail, " "))
