@@ -116,7 +116,15 @@ func sectionFanout(ctx context.Context, e *env, s *section) error {
 				return err
 			}
 			t0 := time.Now()
+			if dl, ok := ctx.Deadline(); ok && r > 0 && len(wall[n]) > 0 && time.Until(dl) < time.Duration(1.5*summarize(wall[n]).max*float64(time.Second))+20*time.Second {
+				s.note("%d followers: run %d and later skipped, the section's time budget would not cover them.", n, r+1)
+				break
+			}
 			res, _, err := followJob(ctx, ctl, pool[:n], true, e.self, args...)
+			if err != nil && ctx.Err() != nil {
+				s.note("The time budget ran out during a run with %d followers: that run is not counted.", n)
+				break
+			}
 			if err != nil {
 				return fmt.Errorf("%d followers: %w", n, err)
 			}
@@ -220,10 +228,18 @@ func sectionMemory(ctx context.Context, e *env, s *section) error {
 	var runs []memRun
 	for r := 0; r < reps && ctx.Err() == nil; r++ {
 		m, err := memoryRun(ctx, e, fmt.Sprintf("memory-%d", r), size, count)
+		if err != nil && len(runs) > 0 && ctx.Err() != nil {
+			s.note("The time budget ran out during run %d: it is not counted.", r+1)
+			break
+		}
 		if err != nil {
 			return err
 		}
 		runs = append(runs, m)
+		if dl, ok := ctx.Deadline(); ok && r < reps-1 && time.Until(dl) < 2*m.dur+45*time.Second {
+			s.note("Run %d skipped: the section's time budget would not cover it (a run took %.0f s).", r+2, m.dur.Seconds())
+			break
+		}
 		if r < reps-1 {
 			m.ctl.conn.Close()
 			m.srv.stop()
@@ -252,35 +268,35 @@ func sectionMemory(ctx context.Context, e *env, s *section) error {
 			"(the larger of the heap at a GC's start and end), heap goal up to %.0f MB; the rest of the RSS is the runtime, goroutine stacks, and freed heap not yet returned to the kernel.",
 			i+1, m.dur.Seconds(), 10*float64(size>>20)/m.dur.Seconds(), m.gcs, m.heap, m.goal)
 	}
+	if err := jailRSS(ctx, e, s, srv, ctl); err != nil {
+		return err
+	}
 	if ctx.Err() == nil {
 		// What-if: the minimal Logs server, as a process, with 10 readers,
-		// for two message sizes.
+		// for three message sizes.
 		spool := filepath.Join(srv.spool, id+".out")
-		limit := min(size, 512<<20)
+		limit := min(size, 256<<20)
+		tjobsMsg := observeMessageSize(ctx, ctl, id)
 		var diag []float64
-		for _, c := range []struct {
-			n    int64
-			name string
-		}{{64 << 10, "64 KiB (as tjobs)"}, {32<<10 - 16, "32 KiB − 16 B"}, {1<<20 - 16, "1 MiB − 16 B"}} {
-			hwm, err := e.logserverPeak(ctx, spool, limit, c.n, 10)
+		for _, n := range []int64{64 << 10, 32<<10 - 16, 1<<20 - 16} {
+			hwm, err := e.logserverPeak(ctx, spool, limit, n, 10)
 			if err != nil {
 				s.note("Diagnostic with the minimal Logs server failed: %v", err)
 				break
 			}
 			diag = append(diag, hwm)
-			s.add(single(&row{what: fmt.Sprintf("diagnostic: peak RSS of a minimal Logs server process (grpc-go, same proto and TLS config) sending %d MiB to 10 readers in messages of %s", limit>>20, c.name),
-				unit: "MiB", target: "", anchor: "tjobs above", ratio: ratioX(hwm / peak)}, hwm))
+			s.add(single(&row{what: fmt.Sprintf("diagnostic: peak RSS of a minimal Logs server process (grpc-go, same proto and TLS config) sending %d MiB to 10 readers in messages of %s",
+				limit>>20, msgSizeName(n, tjobsMsg)), unit: "MiB", anchor: "tjobs above", ratio: ratioX(hwm / peak)}, hwm))
 		}
 		if len(diag) >= 2 && diag[1] < 0.6*diag[0] {
-			s.note("With 64 KiB messages, each message in flight holds a 1 MiB buffer from grpc-go's pool (65,540 bytes marshalled take the 1 MiB tier), "+
-				"and HTTP/2 flow control lets several be in flight per stream: the minimal server with the same message size needs about what tjobs needs, "+
-				"and %.0f MiB with messages that fit the 32 KiB tier.", diag[1])
+			s.note("A message over 32 KiB takes a 1 MiB buffer from grpc-go's pool (a 64 KiB message marshals to 65,540 bytes), held while it is in flight, "+
+				"and HTTP/2 flow control lets several be in flight per stream: the minimal server needs %.0f MiB with 64 KiB messages, %.0f MiB with 32 KiB − 16 B.", diag[0], diag[1])
+		}
+		if tjobsMsg > 0 {
+			s.note("tjobs sent messages of up to %d bytes of output here (observed on a Logs stream of the job).", tjobsMsg)
 		}
 	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	return jailRSS(ctx, e, s, srv, ctl)
+	return nil
 }
 
 // jailRSS measures the jail's init of sleep jobs on srv.

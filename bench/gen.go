@@ -3,9 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -82,19 +80,11 @@ func tlscatMain(args []string) int {
 		return 2
 	}
 	err := func() error {
-		caPEM, err := os.ReadFile(*ca)
+		cfg, err := clientTLSConfig(*ca, *cert, *key)
 		if err != nil {
 			return err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(caPEM) {
-			return errors.New("no CA certificate")
-		}
-		pair, err := tls.LoadX509KeyPair(*cert, *key)
-		if err != nil {
-			return err
-		}
-		conn, err := tls.Dial("tcp", *addr, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{pair}})
+		conn, err := tls.Dial("tcp", *addr, cfg)
 		if err != nil {
 			return err
 		}

@@ -39,6 +39,8 @@ func main() {
 			os.Exit(genMain(os.Args[2:]))
 		case "tlscat":
 			os.Exit(tlscatMain(os.Args[2:]))
+		case "grpccat":
+			os.Exit(grpccatMain(os.Args[2:]))
 		case "logserver":
 			os.Exit(logserverMain(os.Args[2:]))
 		}
@@ -116,9 +118,9 @@ func benchMain(args []string) int {
 	}{
 		{"start", "1. Start latency: /bin/true", startIntro, sectionStart, 75 * time.Second},
 		{"capture", "2. Output capture: 1 GiB to stdout", captureIntro, sectionCapture, 60 * time.Second},
-		{"stream", "3. Streaming: tjob logs of 1 GiB", streamIntro, sectionStream, 75 * time.Second},
+		{"stream", "3. Streaming: tjob logs of 1 GiB", streamIntro, sectionStream, 110 * time.Second},
 		{"fanout", "4. Fan-out: followers of a 100 MiB job", fanoutIntro, sectionFanout, 150 * time.Second},
-		{"memory", "5. Memory: tjobs RSS, and the jail's own", memoryIntro, sectionMemory, 90 * time.Second},
+		{"memory", "5. Memory: tjobs RSS, and the jail's own", memoryIntro, sectionMemory, 150 * time.Second},
 		{"scale", "6. Scale: 1000 concurrent sleep jobs", scaleIntro, sectionScale, 120 * time.Second},
 	}
 	want := map[string]bool{}

@@ -123,7 +123,13 @@ func (e *env) cert(name string) string { return filepath.Join(e.certs, name) }
 
 // clientTLS is the CLI's TLS configuration for the default client "cli".
 func (e *env) clientTLS() (*tls.Config, error) {
-	caPEM, err := os.ReadFile(e.cert("ca.crt"))
+	return clientTLSConfig(e.cert("ca.crt"), e.cert("cli.crt"), e.cert("cli.key"))
+}
+
+// clientTLSConfig is the CLI's TLS configuration: TLS 1.3, the CA, a client
+// certificate.
+func clientTLSConfig(ca, cert, key string) (*tls.Config, error) {
+	caPEM, err := os.ReadFile(ca)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +137,7 @@ func (e *env) clientTLS() (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, errors.New("no CA certificate")
 	}
-	pair, err := tls.LoadX509KeyPair(e.cert("cli.crt"), e.cert("cli.key"))
+	pair, err := tls.LoadX509KeyPair(cert, key)
 	if err != nil {
 		return nil, err
 	}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -200,7 +203,7 @@ func sectionStream(ctx context.Context, e *env, s *section) error {
 			x.name, summarize(x.srvCPU).med, summarize(x.clientCPU).med)
 	}
 	if ctx.Err() == nil {
-		if err := chunkWhatIf(ctx, e, s, spool, a.med); err != nil {
+		if err := chunkWhatIf(ctx, e, s, spool, a.med, observeMessageSize(ctx, c, id)); err != nil {
 			s.note("The diagnostic with a minimal Logs server failed: %v", err)
 		}
 	}
@@ -221,7 +224,7 @@ func sectionStream(ctx context.Context, e *env, s *section) error {
 // chunkWhatIf streams the spool file to the real `tjob logs` from a minimal
 // Logs server in the harness (same grpc-go, proto and TLS configuration as
 // tjobs) with messages of several sizes: what the message size costs.
-func chunkWhatIf(ctx context.Context, e *env, s *section, file string, anchorMed float64) error {
+func chunkWhatIf(ctx context.Context, e *env, s *section, file string, anchorMed float64, tjobsMsg int64) error {
 	cfg, err := server.TLSConfig(e.cert("ca.crt"), e.cert("svc.crt"), e.cert("svc.key"))
 	if err != nil {
 		return err
@@ -237,31 +240,47 @@ func chunkWhatIf(ctx context.Context, e *env, s *section, file string, anchorMed
 	go g.Serve(ln)
 	defer g.Stop()
 	addr := ln.Addr().String()
-	mk := func() *exec.Cmd {
-		return exec.Command(e.tjob, "-addr", addr, "-ca", e.cert("ca.crt"), "-cert", e.cert("cli.crt"), "-key", e.cert("cli.key"), "logs", "any")
+	certArgs := []string{"-ca", e.cert("ca.crt"), "-cert", e.cert("cli.crt"), "-key", e.cert("cli.key")}
+	logs := func() *exec.Cmd {
+		return exec.Command(e.tjob, append(append([]string{"-addr", addr}, certArgs...), "logs", "any")...)
 	}
-	sizes := []struct {
-		n    int64
-		name string
+	grpccat := func(window int) func() *exec.Cmd {
+		return func() *exec.Cmd {
+			return exec.Command(e.self, append([]string{"grpccat", "-addr", addr, "-window", strconv.Itoa(window)}, certArgs...)...)
+		}
+	}
+	size := func(n int64) string { return msgSizeName(n, tjobsMsg) }
+	ref := tjobsMsg
+	if ref <= 0 {
+		ref = 32<<10 - 16
+	}
+	vs := []struct {
+		name  string
+		chunk int64
+		mk    func() *exec.Cmd
 	}{
-		{64 << 10, "64 KiB (as tjobs: logChunk)"},
-		{32<<10 - 16, "32 KiB − 16 B"},
-		{1<<20 - 16, "1 MiB − 16 B"},
+		{"`tjob logs`, messages of " + size(64<<10), 64 << 10, logs},
+		{"`tjob logs`, messages of " + size(32<<10-16), 32<<10 - 16, logs},
+		{"`tjob logs`, messages of " + size(1<<20-16), 1<<20 - 16, logs},
+		{"a minimal grpc-go client (`tjobbench grpccat`, default HTTP/2 windows), messages of " + size(ref), ref, grpccat(0)},
+		{"the same client with 4 MiB initial HTTP/2 windows, messages of " + size(ref), ref, grpccat(4 << 20)},
 	}
-	cs.chunk.Store(sizes[0].n)
-	if n, err := countedRun(mk()); err != nil || n != gib {
-		return fmt.Errorf("tjob logs from the minimal server: %d bytes, %v", n, err)
+	cs.chunk.Store(vs[0].chunk)
+	for _, v := range []func() *exec.Cmd{logs, grpccat(0)} {
+		if n, err := countedRun(v()); err != nil || n != gib {
+			return fmt.Errorf("reading the minimal Logs server: %d bytes, %v", n, err)
+		}
 	}
 	reps := 3
 	if e.quick {
 		reps = 1
 	}
-	xs := make([][]float64, len(sizes))
-	cpu := make([][]float64, len(sizes))
+	xs := make([][]float64, len(vs))
+	cpu := make([][]float64, len(vs))
 	for r := 0; r < reps && ctx.Err() == nil; r++ {
-		for i, sz := range sizes {
-			cs.chunk.Store(sz.n)
-			cmd := mk()
+		for i, v := range vs {
+			cs.chunk.Store(v.chunk)
+			cmd := v.mk()
 			c0, _ := cpuSeconds(os.Getpid())
 			d, err := timedRun(cmd)
 			if err != nil {
@@ -272,25 +291,119 @@ func chunkWhatIf(ctx context.Context, e *env, s *section, file string, anchorMed
 			cpu[i] = append(cpu[i], cpuOfProcess(cmd)+c1-c0)
 		}
 	}
-	for i, sz := range sizes {
+	med := make([]float64, len(vs))
+	for i, v := range vs {
+		med[i] = math.NaN()
 		if len(xs[i]) == 0 {
 			continue
 		}
 		st := summarize(xs[i])
-		s.add(fromStats(&row{what: "diagnostic: `tjob logs` from a minimal Logs server in the harness (grpc-go, same proto and TLS config), messages of " + sz.name,
+		med[i] = st.med
+		s.add(fromStats(&row{what: "diagnostic: a minimal Logs server in the harness (grpc-go, same proto and TLS config) to " + v.name,
 			unit: "MiB/s", anchor: "TLS copy", ratio: pct(st.med/anchorMed) + " of TLS copy"}, st, "min–max"))
-		s.note("Diagnostic, messages of %s: server and client CPU per GiB together %.2f s.", sz.name, summarize(cpu[i]).med)
+		s.note("Diagnostic, %s: server and client CPU per GiB together %.2f s.", v.name, summarize(cpu[i]).med)
 	}
-	if len(xs[0]) > 0 && len(xs[1]) > 0 && len(xs[2]) > 0 {
-		m64, best := summarize(xs[0]).med, max(summarize(xs[1]).med, summarize(xs[2]).med)
-		if best > 1.15*m64 {
-			s.note("Messages sized to fit grpc-go's buffer tiers stream %s faster than 64 KiB ones. grpc-go %s pools message buffers in power-of-two tiers "+
-				"(256 B, 4 KiB, 16 KiB, 32 KiB, 1 MiB) and zeroes a pooled buffer's whole capacity on every Get: a 64 KiB chunk marshals to 65,540 bytes, "+
-				"which takes a 1 MiB buffer, so each 64 KiB sent clears 1 MiB on the server (and each one received, on the client). "+
-				"That is the `runtime.memclrNoHeapPointers` under `mem.(*BinaryTieredBufferPool).Get` in the profiles.", ratioX(best/m64), grpcVersion)
-		} else {
-			s.note("The message size made no large difference here (best %s of 64 KiB).", ratioX(best/m64))
-		}
+	if tjobsMsg > 0 {
+		s.note("tjobs sent messages of up to %d bytes of output here (observed on a Logs stream of the job).", tjobsMsg)
+	}
+	if best := math.Max(med[1], med[2]); best > 1.15*med[0] {
+		s.note("Messages that fit grpc-go's buffer tiers stream %s faster than 64 KiB ones: grpc-go %s pools message buffers in power-of-two tiers "+
+			"(256 B, 4 KiB, 16 KiB, 32 KiB, 1 MiB) and zeroes a pooled buffer's whole capacity on every Get, so a 64 KiB message (65,540 bytes marshalled) "+
+			"clears 1 MiB on each side: `runtime.memclrNoHeapPointers` under `mem.(*BinaryTieredBufferPool).Get` in a profile.", ratioX(best/med[0]), grpcVersion)
+	}
+	if med[4] > 1.15*med[3] {
+		s.note("Larger HTTP/2 flow-control windows on the client make the same stream %s faster: grpc-go's default 64 KiB initial windows (grown only by its BDP estimate) hold it back.", ratioX(med[4]/med[3]))
+	} else if !math.IsNaN(med[4]) {
+		s.note("Larger HTTP/2 windows on the client change little (%s): flow control is not what holds the stream back here.", ratioX(med[4]/med[3]))
 	}
 	return nil
+}
+
+// observeMessageSize reads the first messages of a finished job's Logs
+// stream and returns the largest: the server's message size.
+func observeMessageSize(ctx context.Context, c *client, id string) int64 {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stream, err := c.job.Logs(cctx, &tjobv1.LogsRequest{JobId: id})
+	if err != nil {
+		return 0
+	}
+	var most int64
+	for range 64 {
+		m, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		most = max(most, int64(len(m.GetData())))
+	}
+	return most
+}
+
+// grpccatMain: tjobbench grpccat -addr A [-window N] -ca -cert -key. A
+// minimal grpc-go client of Logs, with the CLI's TLS configuration and,
+// with -window, larger HTTP/2 flow-control windows; output to stdout.
+func grpccatMain(args []string) int {
+	fs := flag.NewFlagSet("grpccat", flag.ContinueOnError)
+	addr := fs.String("addr", "", "server `host:port`")
+	window := fs.Int("window", 0, "initial HTTP/2 stream and connection window in `bytes`; 0: grpc-go's default")
+	ca := fs.String("ca", "", "CA `file`")
+	cert := fs.String("cert", "", "client certificate `file`")
+	key := fs.String("key", "", "client key `file`")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := clientTLSConfig(*ca, *cert, *key)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grpccat:", err)
+		return 1
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+	if *window > 0 {
+		opts = append(opts, grpc.WithInitialWindowSize(int32(*window)), grpc.WithInitialConnWindowSize(int32(*window)))
+	}
+	conn, err := grpc.NewClient(*addr, opts...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grpccat:", err)
+		return 1
+	}
+	defer conn.Close()
+	stream, err := tjobv1.NewJobClient(conn).Logs(context.Background(), &tjobv1.LogsRequest{JobId: "any"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grpccat:", err)
+		return 1
+	}
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "grpccat:", err)
+			return 1
+		}
+		if _, err := os.Stdout.Write(m.GetData()); err != nil {
+			fmt.Fprintln(os.Stderr, "grpccat:", err)
+			return 1
+		}
+	}
+}
+
+// msgSizeName names a Logs message size, and says when it is the one tjobs
+// was seen to send.
+func msgSizeName(n, tjobsMsg int64) string {
+	var s string
+	switch n {
+	case 64 << 10:
+		s = "64 KiB"
+	case 32<<10 - 16:
+		s = "32 KiB − 16 B"
+	case 1<<20 - 16:
+		s = "1 MiB − 16 B"
+	default:
+		s = fmt.Sprintf("%d B", n)
+	}
+	if n == tjobsMsg {
+		s += " (the size tjobs sends)"
+	}
+	return s
 }
