@@ -35,10 +35,12 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// report logs the case's result line for docs/RELIABILITY.md.
+// report logs the case's result line for docs/RELIABILITY.md: name is
+// "section: case" ("bad input", "fault", "load", "security").
 func report(t testing.TB, name, format string, args ...any) {
 	t.Helper()
-	t.Logf("RELIABILITY: %s: %s", name, fmt.Sprintf(format, args...))
+	section, item, _ := strings.Cut(name, ": ")
+	t.Logf("RELIABILITY: %s: %s: %s", section, strings.ReplaceAll(item, ": ", ", "), fmt.Sprintf(format, args...))
 }
 
 // inVM: the tests run in the cgroup v2 test VM (test/vm), under software
@@ -367,27 +369,29 @@ func TestReliabilityFaults(t *testing.T) {
 	})
 
 	t.Run("leaves daemons", func(t *testing.T) {
+		// The markers are made when the job runs, so that only the daemons
+		// have them in their command lines. (busybox has no nohup.)
 		const exits, stopped = "31401.5", "31402.5"
 		// The first job waits until the test has seen its daemons, then
 		// exits by itself; the second is stopped.
 		gate := filepath.Join(t.TempDir(), "gate")
-		id := run(t, c, "sh", "-c", "setsid sh -c 'sleep "+exits+"' & nohup sleep "+exits+" >/dev/null 2>&1 & while [ ! -e "+gate+" ]; do sleep 0.05; done")
-		id2 := run(t, c, "sh", "-c", "setsid sleep "+stopped+" & sleep 1000")
+		id := run(t, c, "sh", "-c", `m=31401; setsid sh -c "sleep $m.5" & sh -c "trap '' HUP; sleep $m.5 &" & while [ ! -e `+gate+` ]; do sleep 0.05; done`)
+		id2 := run(t, c, "sh", "-c", "m=31402; setsid sleep $m.5 & sleep 1000")
 		for m, want := range map[string]int{exits: 2, stopped: 1} {
-			if !eventually(20*time.Second, func() bool { return len(processesWith(m)) >= want }) {
-				t.Fatalf("the daemons (sleep %s) are not where the test looks", m)
+			if !eventually(20*time.Second, func() bool { return len(processesMentioning(m)) >= want }) {
+				t.Fatalf("the daemons (sleep %s) are not where the test looks: %q", m, processesMentioning(m))
 			}
 		}
-		n := len(processesWith(exits)) + len(processesWith(stopped))
+		n := len(processesMentioning(exits)) + len(processesMentioning(stopped))
 		os.WriteFile(gate, nil, 0o644)
 		st := wait(t, c, id)
 		c.Stop(ctxT(t), &tjobv1.StopRequest{JobId: id2})
 		for _, m := range []string{exits, stopped} {
-			if !eventually(10*time.Second, func() bool { return len(processesWith(m)) == 0 }) {
-				t.Fatalf("daemons left: sleep %s: %v", m, processesWith(m))
+			if !eventually(10*time.Second, func() bool { return len(processesMentioning(m)) == 0 }) {
+				t.Fatalf("daemons left: %q", processesMentioning(m))
 			}
 		}
-		report(t, "fault: job leaves daemons (setsid, nohup)", "%d daemons seen running; none left once the job exited (exit %d) or was stopped", n, st.GetExit())
+		report(t, "fault: job leaves daemons (setsid; double fork ignoring SIGHUP)", "%d daemons seen running; none left once the job exited (exit %d) or was stopped", n, st.GetExit())
 	})
 
 	t.Run("fork bomb", func(t *testing.T) {
@@ -471,6 +475,19 @@ func TestReliabilityFaults(t *testing.T) {
 		}
 		report(t, "fault: job closes stdout and keeps running", "the follower got %q and ended only when the job had (exit %d)", out, st.GetExit())
 	})
+}
+
+// processesMentioning lists the command lines that have s in them.
+func processesMentioning(s string) []string {
+	var found []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(s)) {
+			found = append(found, e.Name()+": "+strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " "))
+		}
+	}
+	return found
 }
 
 // waitLogs waits until the job's output starts with want.
