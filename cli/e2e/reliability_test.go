@@ -36,10 +36,12 @@ import (
 	"google.golang.org/grpc/credentials"
 )
 
-// report logs the case's result line for docs/RELIABILITY.md.
+// report logs the case's result line for docs/RELIABILITY.md: name is
+// "section: case" ("bad input", "fault", "load", "security").
 func report(t testing.TB, name, format string, args ...any) {
 	t.Helper()
-	t.Logf("RELIABILITY: %s: %s", name, fmt.Sprintf(format, args...))
+	section, item, _ := strings.Cut(name, ": ")
+	t.Logf("RELIABILITY: %s: %s: %s", section, strings.ReplaceAll(item, ": ", ", "), fmt.Sprintf(format, args...))
 }
 
 // scaledDown: in the cgroup v2 test VM (software emulation, 2 GiB) and in
@@ -335,6 +337,19 @@ func TestReliabilityServerKilled(t *testing.T) {
 	report(t, "fault: server killed with SIGKILL and started again",
 		"no job process survived (3 sleeps, one setsid, one ignoring SIGTERM); the new server removed %d stale cgroup dirs and %d output files at start and logged %q",
 		len(left), len(spools), lines)
+}
+
+// TestReliabilityOutOfMemoryShown: a job over the server's memory limit (the
+// default 20 MiB) is killed, and `tjob ps -a` says it ran out of memory.
+func TestReliabilityOutOfMemoryShown(t *testing.T) {
+	e := newEnv(t)
+	id := e.runJob(t, "dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1")
+	e.waitJob(t, id)
+	row := psRows(t, e.ok(t, "ps", "-a"))[id[:8]]
+	if !strings.Contains(row, "Exited (137)") || !strings.HasSuffix(row, "(out of memory)") {
+		t.Fatalf("ps -a: %q", row)
+	}
+	report(t, "fault: job exceeds the server's memory limit, seen with the CLI", "tjob ps -a: %q", strings.Join(strings.Fields(row), " "))
 }
 
 // stallingConn is a client connection that stops reading its socket after
