@@ -92,6 +92,7 @@ func TestReliabilityBadInput(t *testing.T) {
 	var shared []string
 	for len(shared) == 0 {
 		id := run(t, c, "true")
+		wait(t, c, id) // so that its state does not change under the test
 		byFirst[id[0]] = append(byFirst[id[0]], id)
 		if len(byFirst[id[0]]) == 2 {
 			shared = byFirst[id[0]]
