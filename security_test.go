@@ -131,11 +131,11 @@ func TestSecurityMaskedFileOnRawDevice(t *testing.T) {
 		t.Skipf("the secret is not at byte %d of %s (delayed allocation?)", off, node)
 	}
 
-	nodes := t.TempDir()
 	for _, tc := range []struct{ name, script string }{
-		{"via the host's " + node, fmt.Sprintf("dd if=%s bs=4096 skip=%d count=1 2>/dev/null", node, off/4096)},
-		{"via a device node the job makes (mknod)", fmt.Sprintf("mknod %s/raw b %d %d && dd if=%s/raw bs=4096 skip=%d count=1 2>/dev/null; rm -f %s/raw",
-			nodes, major, minor, nodes, off/4096, nodes)},
+		{"via the host's " + node, fmt.Sprintf("dd if=%s bs=4096 skip=%d count=1", node, off/4096)},
+		// Where the job may write: its /tmp, or its directory.
+		{"via a device node the job makes (mknod)", fmt.Sprintf(`d=$(mktemp -d) && mknod $d/raw b %d %d && dd if=$d/raw bs=4096 skip=%d count=1; rm -rf "$d"`,
+			major, minor, off/4096)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			j := newTestJob(t, "sh", "-c", "cat "+secret+" 2>&1; "+tc.script)

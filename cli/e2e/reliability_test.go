@@ -13,7 +13,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -102,11 +101,28 @@ func startTjobs(t *testing.T, dir string, args ...string) *env {
 	return e
 }
 
-// newEnvWith is newEnv with more tjobs flags.
+// jobVisibleDir is a temporary directory that jobs can see: under the
+// current directory, since a job of tjobs's may have a /tmp of its own.
+func jobVisibleDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(".", ".tjob-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(abs) })
+	return abs
+}
+
+// newEnvWith is newEnv with more tjobs flags, in a directory jobs can see
+// (so that only the masks hide its certificates and spool from them).
 func newEnvWith(t *testing.T, args ...string) *env {
 	t.Helper()
 	requireRoot(t)
-	dir := t.TempDir()
+	dir := jobVisibleDir(t)
 	certs := exec.Command(filepath.Join(binDir, "tjobs"), "certs", "bob")
 	certs.Dir = dir
 	if out, err := certs.CombinedOutput(); err != nil {
@@ -530,13 +546,14 @@ func TestReliabilityLoad(t *testing.T) {
 		users[i] = fmt.Sprintf("load%02d", i)
 	}
 	e.addUsers(t, users...)
-	data := make([]byte, 16<<10)
-	rand.Read(data)
-	file := filepath.Join(e.dir, "load.data")
-	if err := os.WriteFile(file, data, 0o644); err != nil {
-		t.Fatal(err)
+	// What each job writes, known to the test: 3,000 numbered lines, then
+	// its own hostname (the first 8 characters of its ID).
+	var seq bytes.Buffer
+	for i := 1; i <= 3000; i++ {
+		fmt.Fprintf(&seq, "%d\n", i)
 	}
-	script := "cat " + file + "; cat /proc/sys/kernel/hostname; exec sleep 1000"
+	data := seq.Bytes()
+	script := "seq 1 3000; cat /proc/sys/kernel/hostname; exec sleep 1000"
 	pid := e.srv.Process.Pid
 	fd0, rss0 := procFDs(pid), procStatus(pid, "VmRSS")
 

@@ -375,7 +375,7 @@ func TestReliabilityFaults(t *testing.T) {
 		const exits, stopped = "31401.5", "31402.5"
 		// The first job waits until the test has seen its daemons, then
 		// exits by itself; the second is stopped.
-		gate := filepath.Join(t.TempDir(), "gate")
+		gate := filepath.Join(jobVisibleDir(t), "gate")
 		id := run(t, c, "sh", "-c", `m=31401; setsid sh -c "sleep $m.5" & sh -c "trap '' HUP; sleep $m.5 &" & while [ ! -e `+gate+` ]; do sleep 0.05; done`)
 		id2 := run(t, c, "sh", "-c", "m=31402; setsid sleep $m.5 & sleep 1000")
 		for m, want := range map[string]int{exits: 2, stopped: 1} {
@@ -476,6 +476,22 @@ func TestReliabilityFaults(t *testing.T) {
 		}
 		report(t, "fault: job closes stdout and keeps running", "the follower got %q and ended only when the job had (exit %d)", out, st.GetExit())
 	})
+}
+
+// jobVisibleDir is a temporary directory that jobs can see: under the
+// current directory, since a job of the server's may have a /tmp of its own.
+func jobVisibleDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(".", ".tjob-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(abs) })
+	return abs
 }
 
 // processesMentioning lists the command lines that have s in them.
