@@ -33,7 +33,7 @@ func sectionCapture(ctx context.Context, e *env, s *section) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	reps := 5
+	reps := 7
 	if e.quick {
 		reps = 2
 	}
