@@ -106,6 +106,11 @@ type Job struct {
 	// output spool directory is always masked.
 	MaskPaths []string
 
+	// ReadOnlyRoot makes the host's file system read-only inside the jail,
+	// but for Dir and a private, empty /tmp (in memory, counted against
+	// MemoryMB). Without it the job may write wherever its user may.
+	ReadOnlyRoot bool
+
 	// User runs the job as another user: a name, "UID" or "UID:GID".
 	// Empty means the caller's user.
 	User string
@@ -249,6 +254,9 @@ func (j *Job) validate() error {
 	}
 	if j.GracePeriod < 0 {
 		return fmt.Errorf("tjob: %w: negative GracePeriod %v", ErrInvalid, j.GracePeriod)
+	}
+	if j.NoJail && (j.ReadOnlyRoot || len(j.MaskPaths) > 0) {
+		return fmt.Errorf("tjob: %w: ReadOnlyRoot and MaskPaths need the jail, but NoJail is set", ErrInvalid)
 	}
 	return validateLimits(j)
 }

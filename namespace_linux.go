@@ -50,6 +50,7 @@ type shimConfig struct {
 	Jail       bool     // set up namespaces and be their init; else join and exec
 	Hostname   string   // inside the jail
 	MaskPaths  []string // covered by empty read-only mounts inside the jail
+	ReadOnly   bool     // the host's file system is read-only but for Dir and a private /tmp
 	ProcsFiles []string // cgroup.procs files to join before the command runs
 	Credential *syscall.Credential
 }
@@ -234,53 +235,14 @@ func execCommand(cfg *shimConfig) error {
 
 // setupJail prepares the namespaces the shim was born in.
 func setupJail(cfg *shimConfig) error {
-	// Nothing mounted here may reach the host.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("jail: making mounts private: %w", err)
-	}
-	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("jail: mounting /proc: %w", err)
-	}
-	// A sysfs of the new network namespace, so /sys/class/net shows only
-	// loopback; it also hides the host's cgroup file systems.
-	if err := unix.Mount("sysfs", "/sys", "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("jail: mounting /sys: %w", err)
-	}
-	for _, p := range cfg.MaskPaths {
-		if err := mask(p); err != nil {
-			return err
-		}
+	if err := setupMounts(cfg); err != nil {
+		return err
 	}
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 		return fmt.Errorf("jail: setting hostname: %w", err)
 	}
 	if err := loopbackUp(); err != nil {
 		return fmt.Errorf("jail: bringing up loopback: %w", err)
-	}
-	return nil
-}
-
-// mask covers path with an empty read-only mount: a tmpfs on a directory,
-// /dev/null on a file. A path that does not exist needs no mask.
-func mask(path string) error {
-	fi, err := os.Stat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("jail: masking %s: %w", path, err)
-	}
-	const flags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-	if fi.IsDir() {
-		err = unix.Mount("tmpfs", path, "tmpfs", flags, "size=4k,nr_inodes=1,mode=000")
-	} else {
-		err = unix.Mount("/dev/null", path, "", unix.MS_BIND, "")
-		if err == nil {
-			err = unix.Mount("", path, "", unix.MS_BIND|unix.MS_REMOUNT|flags, "")
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("jail: masking %s: %w", path, err)
 	}
 	return nil
 }
@@ -302,12 +264,14 @@ func loopbackUp() error {
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
-// keptCaps is Docker's default capability set: what a job may keep. The
-// rest (CAP_SYS_ADMIN, CAP_SYS_MODULE, CAP_NET_ADMIN, ...) would let it undo
-// the jail or reach the host.
+// keptCaps is Docker's default capability set, less CAP_MKNOD: what a job
+// may keep. The rest (CAP_SYS_ADMIN, CAP_SYS_MODULE, CAP_NET_ADMIN, ...)
+// would let it undo the jail or reach the host. Docker keeps CAP_MKNOD
+// because its devices cgroup stops the nodes being opened; without one, a
+// job could make a node for the disk and read what MaskPaths hides.
 var keptCaps = []uintptr{
 	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FSETID, unix.CAP_FOWNER,
-	unix.CAP_MKNOD, unix.CAP_NET_RAW, unix.CAP_SETGID, unix.CAP_SETUID,
+	unix.CAP_NET_RAW, unix.CAP_SETGID, unix.CAP_SETUID,
 	unix.CAP_SETFCAP, unix.CAP_SETPCAP, unix.CAP_NET_BIND_SERVICE,
 	unix.CAP_SYS_CHROOT, unix.CAP_KILL, unix.CAP_AUDIT_WRITE,
 }

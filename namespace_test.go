@@ -212,3 +212,55 @@ func TestJailInitSparedByOOMKiller(t *testing.T) {
 		t.Fatalf("the jail's init has oom_score_adj %q (%v), want -999", b, err)
 	}
 }
+
+// The job's /dev holds only harmless devices, and it cannot make others.
+func TestJailDevIsMinimal(t *testing.T) {
+	requireRoot(t)
+	j, st := runShell(t, `ls /dev | tr '\n' ' '; echo; echo x >/dev/null && head -c 4 /dev/urandom | wc -c; mknod /tmp/tjob-disk b 1 0 && echo made a node`)
+	out := string(readAll(t, j, false))
+	lines := strings.Split(out, "\n")
+	if st.Exit == 0 || len(lines) < 2 {
+		t.Fatalf("status %+v, output %q", st, out)
+	}
+	want := "fd full null random shm stderr stdin stdout tty urandom zero "
+	if lines[0] != want {
+		t.Fatalf("/dev in the jail holds %q, want %q", lines[0], want)
+	}
+	if strings.TrimSpace(lines[1]) != "4" || strings.Contains(out, "made a node") {
+		t.Fatalf("devices do not work, or mknod did: %q", out)
+	}
+}
+
+// With ReadOnlyRoot the job writes only into its Dir and a private /tmp.
+func TestJailReadOnlyRoot(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	// A host directory outside both Dir and /tmp.
+	hostDir, err := os.MkdirTemp("/", "tjob-ro-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(hostDir)
+	outside := filepath.Join(hostDir, "written")
+	j := newTestJob(t, "sh", "-c", `touch in-dir && echo dir ok; touch /tmp/tjob-private && echo tmp ok; touch "$1" && echo outside written; mount -o remount,rw / && echo remounted; true`, "sh", outside)
+	j.Dir = dir
+	j.ReadOnlyRoot = true
+	final(t, j.Run())
+	out := string(readAll(t, j, false))
+	if out != "dir ok\ntmp ok\n" && !strings.HasPrefix(out, "dir ok\ntmp ok\n") {
+		t.Fatalf("output %q", out)
+	}
+	if strings.Contains(out, "outside written") || strings.Contains(out, "remounted") {
+		t.Fatalf("the job wrote outside its directory: %q", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "in-dir")); err != nil {
+		t.Fatalf("the job's file is not in its Dir on the host: %v", err)
+	}
+	if _, err := os.Stat("/tmp/tjob-private"); err == nil {
+		os.Remove("/tmp/tjob-private")
+		t.Fatal("the job's /tmp is the host's")
+	}
+	if _, err := os.Stat(outside); err == nil {
+		t.Fatal("the job wrote outside its directory")
+	}
+}

@@ -140,6 +140,7 @@ func (p *process) startShim(j *Job, path string, cred *syscall.Credential, attr 
 		Jail:       p.jailed,
 		Hostname:   shortID(j.ID),
 		MaskPaths:  append([]string{j.spoolDir()}, j.MaskPaths...),
+		ReadOnly:   j.ReadOnlyRoot,
 		Credential: cred,
 	}
 	if cfg.Env == nil {
