@@ -107,7 +107,9 @@ func (b *syncBuffer) String() string {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	requireRoot(t)
-	e := &env{dir: t.TempDir(), log: &syncBuffer{}, done: make(chan struct{})}
+	// Where jobs can see it (they have a /tmp of their own): only tjobs's
+	// masks hide its certificates and spool from them.
+	e := &env{dir: jobVisibleDir(t), log: &syncBuffer{}, done: make(chan struct{})}
 	certs := exec.Command(filepath.Join(binDir, "tjobs"), "certs", "bob")
 	certs.Dir = e.dir
 	if out, err := certs.CombinedOutput(); err != nil {
@@ -285,7 +287,7 @@ func TestRunAndLogsByteExact(t *testing.T) {
 	data := make([]byte, 200<<10+3)
 	rand.Read(data)
 	data = append(data, "\x00\xff\xfe\r\n"...)
-	file := filepath.Join(t.TempDir(), "data")
+	file := filepath.Join(jobVisibleDir(t), "data")
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,22 @@ func requireRoot(t testing.TB) {
 	}
 }
 
+// jobVisibleDir is a temporary directory that jobs can see: under the
+// current directory, since the server's jobs have a /tmp of their own.
+func jobVisibleDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(".", ".tjob-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(abs) })
+	return abs
+}
+
 // fixture is a CA and certificates signed by it, written to dir.
 type fixture struct {
 	dir string
@@ -51,7 +67,8 @@ func newFixture(t testing.TB) *fixture {
 	if fixtureErr != nil {
 		t.Fatal(fixtureErr)
 	}
-	f := &fixture{dir: t.TempDir(), ca: sharedCA, users: map[string]tls.Certificate{}}
+	// Where jobs can see it: only the server's masks hide it from them.
+	f := &fixture{dir: jobVisibleDir(t), ca: sharedCA, users: map[string]tls.Certificate{}}
 	if err := os.WriteFile(f.path("ca.crt"), f.ca.PEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +174,7 @@ func startServer(t testing.TB, cfg Config) *testServer {
 	f := newFixture(t)
 	ts := &testServer{fixture: f, log: &syncBuffer{}, served: make(chan error, 1)}
 	if cfg.SpoolDir == "" {
-		cfg.SpoolDir = filepath.Join(t.TempDir(), "spool")
+		cfg.SpoolDir = filepath.Join(jobVisibleDir(t), "spool")
 	}
 	ts.spool = cfg.SpoolDir
 	cfg.MaskPaths = append(cfg.MaskPaths, f.dir)

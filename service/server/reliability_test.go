@@ -478,22 +478,6 @@ func TestReliabilityFaults(t *testing.T) {
 	})
 }
 
-// jobVisibleDir is a temporary directory that jobs can see: under the
-// current directory, since a job of the server's may have a /tmp of its own.
-func jobVisibleDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp(".", ".tjob-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(abs) })
-	return abs
-}
-
 // processesMentioning lists the command lines that have s in them.
 func processesMentioning(s string) []string {
 	var found []string

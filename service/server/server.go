@@ -227,7 +227,10 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 	}
 	j := tjob.NewJob(req.GetPath(), req.GetArgs()...)
 	j.ID = uuid.NewString()
-	j.Dir = "/"
+	// The host's files are read-only to a job; it starts in, and may write
+	// to, a private /tmp of its own.
+	j.Dir = "/tmp"
+	j.ReadOnlyRoot = true
 	j.Env = jobEnv
 	j.CPUPercent = s.cfg.CPUPercent
 	j.MemoryMB = s.cfg.MemoryMB

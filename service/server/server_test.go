@@ -150,7 +150,7 @@ func TestBinaryOutput(t *testing.T) {
 	c := ts.client(t, "alice")
 	data := make([]byte, 300<<10+7)
 	rand.Read(data)
-	file := filepath.Join(t.TempDir(), "data")
+	file := filepath.Join(jobVisibleDir(t), "data")
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestFollowers(t *testing.T) {
 	c := ts.client(t, "alice")
 	const followers = 50
 	// The job waits for the followers to be attached, then writes.
-	gate := filepath.Join(t.TempDir(), "gate")
+	gate := filepath.Join(jobVisibleDir(t), "gate")
 	id := run(t, c, "sh", "-c", fmt.Sprintf(
 		`while [ ! -e %s ]; do sleep 0.05; done; i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); [ $((i %% 50)) = 0 ] && sleep 0.05; done; head -c 100000 /dev/zero`, gate))
 
