@@ -246,6 +246,9 @@ func probeMain(files []string) int {
 	}
 	host, _ := os.Hostname()
 	fmt.Printf("hostname: %s\n", host)
+	// The host's files (here, beside this binary) and the job's own /tmp.
+	fmt.Printf("write host file: %s\n", errnoOf(os.WriteFile(filepath.Join(filepath.Dir(os.Args[0]), "written-by-job"), []byte("x"), 0o644)))
+	fmt.Printf("write /tmp: %s\n", errnoOf(os.WriteFile("/tmp/written-by-job", []byte("x"), 0o644)))
 	return 0
 }
 
@@ -264,7 +267,8 @@ func errnoOf(err error) string {
 // TestSecurityInsideJob: a job run through tjobs, probing from inside,
 // sees only its own processes and loopback, cannot read the server's key,
 // the CA's key, a client's key or another job's output, has no_new_privs,
-// and cannot remount / or load a kernel module.
+// cannot remount / or load a kernel module, and cannot write the host's
+// files, only its own /tmp.
 func TestSecurityInsideJob(t *testing.T) {
 	// The probe is this test binary (built with -race on the host): more
 	// memory than the default 20 MiB.
@@ -343,14 +347,27 @@ func TestSecurityInsideJob(t *testing.T) {
 	if host, _ := os.Hostname(); got["hostname"] == host || got["hostname"] != id[:8] {
 		t.Errorf("hostname %q", got["hostname"])
 	}
+	if got["write host file"] != "EROFS" {
+		t.Errorf("writing a host file: %q", got["write host file"])
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(self), "written-by-job")); err == nil {
+		t.Errorf("the job wrote a file on the host")
+	}
+	if got["write /tmp"] != "ok" {
+		t.Errorf("writing its /tmp: %q", got["write /tmp"])
+	}
+	if _, err := os.Stat("/tmp/written-by-job"); err == nil {
+		os.Remove("/tmp/written-by-job")
+		t.Errorf("the job's /tmp is the host's")
+	}
 	var reads []string
 	for _, f := range files {
 		reads = append(reads, filepath.Base(f)+" "+got["read "+f])
 	}
 	report(t, "security: from inside a job (Bob's, via tjobs)",
-		"processes %q; interfaces %q; %s; no_new_privs %s; CapEff %s; remount / %s; init_module %s, finit_module %s (the host itself gets %s)",
+		"processes %q; interfaces %q; %s; no_new_privs %s; CapEff %s; remount / %s; init_module %s, finit_module %s (the host itself gets %s); writing a host file %s, its own /tmp %s",
 		got["processes"], got["interfaces"], strings.Join(reads, ", "), strings.Fields(got["no_new_privs"])[0], got["CapEff"],
-		got["remount /"], got["init_module"], got["finit_module"], hostModule)
+		got["remount /"], got["init_module"], got["finit_module"], hostModule, got["write host file"], got["write /tmp"])
 }
 
 // TestSecurityBadServerLimits: tjobs with a negative or absurd limit does

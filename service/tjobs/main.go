@@ -37,7 +37,8 @@ const serveUsage = `Usage: tjobs [OPTIONS]
 Serves the tjob API on ADDR with mutual TLS: clients need a certificate from
 the CA, and each sees only the jobs run with its certificate's common name.
 Every job runs in namespaces of its own with the limits below (0: no limit);
-the certificate directories and the spool directory are hidden from it.
+the certificate directories and the spool directory are hidden from it, the
+host's other files are read-only to it, and it starts in a private /tmp.
 SIGTERM or SIGINT stops every job and exits; a second one exits at once.
 
 Start with certificates:  tjobs certs          (makes .tjob/)
