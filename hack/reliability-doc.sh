@@ -117,7 +117,7 @@ failures() { # failures LOG: the tests that failed
 	grep -a -E -- '^ *--- FAIL: ' "$1" | sed -E 's/^ *--- FAIL: ([^ ]+).*/\1/' | sort -u || true
 }
 known_bugs() { # known_bugs LOG
-	grep -a -o 'known bug: .*' "$1" | sed -E 's/ \(TJOB_RUN_KNOWN_BUGS=1 runs it\)//' | sort -u || true
+	grep -a -o 'known bug: .*' "$1" | sort -u || true
 }
 vm_ran=
 [ -s "$logs/vm.log" ] && grep -aq 'VMTEST-RESULT' "$logs/vm.log" && vm_ran=1
@@ -148,7 +148,7 @@ cgroups=$(if [ -f /sys/fs/cgroup/cgroup.controllers ]; then echo "v2"; elif [ -d
 	echo
 	echo "## Known bugs"
 	echo
-	echo "Tests that show a bug not fixed yet skip with \"known bug\" (\`TJOB_RUN_KNOWN_BUGS=1\` runs them to fail)."
+	echo "Tests that show a bug not fixed yet skip with \"known bug: ...\"; this lists them."
 	echo
 	bugs=$( (known_bugs "$logs/host.log"; [ -z "$vm_ran" ] || known_bugs "$logs/vm.log") | sort -u)
 	if [ -n "$bugs" ]; then sed 's/^known bug: /- /' <<<"$bugs"; else echo "None."; fi
