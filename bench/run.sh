@@ -9,7 +9,8 @@
 # loopback. Everything it starts and makes is removed on exit, failure and
 # Ctrl-C included.
 #
-# Environment: BENCH_OUT (default docs/BENCHMARKS.md), BENCH_ARGS (extra
+# Environment: BENCH_OUT (default docs/BENCHMARKS.md), BENCH_TMPDIR (where
+# the scratch directory goes, default /var/tmp), BENCH_ARGS (extra
 # harness flags, e.g. "-quick" or "-only start,capture"), BENCH_BUDGET
 # (default 8m: the harness stops measuring after that), GO (default go).
 set -euo pipefail
@@ -53,7 +54,11 @@ fi
 command -v perf >/dev/null || log "perf(1) missing: profiles of missed targets fall back to a Go CPU profile of the harness"
 
 # --- scratch directory and cleanup ----------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tjobbench.XXXXXX")
+# Not under /tmp: tjobs gives each job a private /tmp, and the fan-out
+# benchmark's job runs the harness binary from here.
+base=${BENCH_TMPDIR:-/var/tmp}
+[ -d "$base" ] || base=/tmp
+WORK=$(mktemp -d "$base/tjobbench.XXXXXX")
 BENCH_PID=
 cleanup() {
 	local rc=$?
