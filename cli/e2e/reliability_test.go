@@ -101,11 +101,19 @@ func startTjobs(t *testing.T, dir string, args ...string) *env {
 	return e
 }
 
-// jobVisibleDir is a temporary directory that jobs can see: under the
-// current directory, since a job of tjobs's may have a /tmp of its own.
+// jobVisibleDir is a temporary directory that jobs can see, since tjobs's
+// jobs have a /tmp of their own: under the current directory, or /var/tmp
+// when that is under /tmp too.
 func jobVisibleDir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.MkdirTemp(".", ".tjob-test-")
+	base, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if underTmp(base) {
+		base = "/var/tmp"
+	}
+	dir, err := os.MkdirTemp(base, ".tjob-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +123,16 @@ func jobVisibleDir(t testing.TB) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(abs) })
 	return abs
+}
+
+// underTmp: path is in /tmp or $TMPDIR, which a job may not see.
+func underTmp(path string) bool {
+	for _, tmp := range []string{"/tmp", os.TempDir()} {
+		if rel, err := filepath.Rel(tmp, path); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return true
+		}
+	}
+	return false
 }
 
 // newEnvWith is newEnv with more tjobs flags, in a directory jobs can see

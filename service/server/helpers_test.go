@@ -30,11 +30,19 @@ func requireRoot(t testing.TB) {
 	}
 }
 
-// jobVisibleDir is a temporary directory that jobs can see: under the
-// current directory, since the server's jobs have a /tmp of their own.
+// jobVisibleDir is a temporary directory that jobs can see, since the
+// server's jobs have a /tmp of their own: under the current directory, or
+// /var/tmp when that is under /tmp too.
 func jobVisibleDir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.MkdirTemp(".", ".tjob-test-")
+	base, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if underTmp(base) {
+		base = "/var/tmp"
+	}
+	dir, err := os.MkdirTemp(base, ".tjob-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +52,16 @@ func jobVisibleDir(t testing.TB) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(abs) })
 	return abs
+}
+
+// underTmp: path is in /tmp or $TMPDIR, which a job may not see.
+func underTmp(path string) bool {
+	for _, tmp := range []string{"/tmp", os.TempDir()} {
+		if rel, err := filepath.Rel(tmp, path); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return true
+		}
+	}
+	return false
 }
 
 // fixture is a CA and certificates signed by it, written to dir.
