@@ -4,7 +4,7 @@ MODULES := . service cli
 # The fuzz targets run briefly on every `make test`.
 FUZZTIME ?= 10s
 
-.PHONY: test lint hosttest fuzz vmtest demo bench
+.PHONY: test lint hosttest fuzz soak vmtest demo bench
 
 # Every test this machine can run: checks, the host's tests (cgroup v1 or v2,
 # whichever the host has), then the same tests on cgroup v2 inside a VM when
@@ -29,6 +29,13 @@ hosttest:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzOutput$$' -fuzztime $(FUZZTIME) .
+	cd service && $(GO) test -run '^$$' -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./server
+	cd cli && $(GO) test -run '^$$' -fuzz '^FuzzParseArgs$$' -fuzztime $(FUZZTIME) ./tjob
+
+# The long reliability run: more clients, jobs and disconnects. CI runs it once.
+soak:
+	cd service && TJOB_SOAK=1 $(GO) test -race -count=1 -timeout 20m -run '^TestReliability' ./server
+	cd cli && TJOB_SOAK=1 $(GO) test -race -count=1 -timeout 20m -run '^TestReliability' ./e2e
 
 vmtest:
 	bash test/vm/run.sh

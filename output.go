@@ -60,10 +60,13 @@ func (s *spool) fill(pipe *os.File) {
 	for {
 		buf, n, err := readChunk(rc)
 		if n > 0 && s.error() == nil {
-			if _, werr := s.file.WriteAt(buf[:n], s.writeOffset()); werr != nil {
+			// What fits is kept and shown even when the rest does not.
+			w, werr := s.file.WriteAt(buf[:n], s.writeOffset())
+			if w > 0 {
+				s.grow(int64(w))
+			}
+			if werr != nil {
 				s.setErr(fmt.Errorf("tjob: output spool: %w", werr))
-			} else {
-				s.grow(int64(n))
 			}
 		}
 		if buf != nil {
