@@ -23,9 +23,10 @@ const fanoutIntro = "A job on tjobs (`tjobbench gen`, run as the job: it waits 1
 	"per follower = (CPU with N followers − median CPU with none) / N. N = 0 runs the same job with no follower: the cost of running and capturing it."
 
 type followResult struct {
-	n   int64
-	sum [32]byte
-	err error
+	n    int64
+	msgs int // LogsResponse messages
+	sum  [32]byte
+	err  error
 }
 
 // follow reads a job's output to its end, counting and, with hash, hashing it.
@@ -46,6 +47,7 @@ func follow(ctx context.Context, c *client, id string, hash bool) followResult {
 			return res
 		}
 		res.n += int64(len(m.GetData()))
+		res.msgs++
 		if hash {
 			h.Write(m.GetData())
 		}
@@ -106,6 +108,7 @@ func sectionFanout(ctx context.Context, e *env, s *section) error {
 
 	cpu := map[int][]float64{}
 	wall := map[int][]float64{}
+	msgSize := map[int][]float64{} // bytes per message, per follower
 	total, exact := 0, 0
 	var firstBad error
 	args := []string{"gen", "-size", strconv.FormatInt(size, 10), "-delay", "1s"}
@@ -133,6 +136,9 @@ func sectionFanout(ctx context.Context, e *env, s *section) error {
 			cpu[n] = append(cpu[n], c1-c0)
 			wall[n] = append(wall[n], d.Seconds())
 			for _, r := range res {
+				if r.msgs > 0 {
+					msgSize[n] = append(msgSize[n], float64(r.n)/float64(r.msgs))
+				}
 				total++
 				if r.err == nil && r.n == size && r.sum == want {
 					exact++
@@ -184,8 +190,8 @@ func sectionFanout(ctx context.Context, e *env, s *section) error {
 			continue
 		}
 		w := summarize(wall[n]).med
-		s.note("%d followers: the job and all its followers done in %.2f s after the generator's 1 s wait: %.0f MiB/s delivered in all (followers, TLS decryption and hashing share the 2 CPUs with tjobs).",
-			n, w, float64(n)*float64(size>>20)/w)
+		s.note("%d followers: the job and all its followers done in %.2f s after the generator's 1 s wait: %.0f MiB/s delivered in all (followers, TLS decryption and hashing share the 2 CPUs with tjobs); a follower's messages carried %.1f KiB on average (median over followers).",
+			n, w, float64(n)*float64(size>>20)/w, summarize(msgSize[n]).med/1024)
 	}
 	if p100, ok := per[100]; ok && p100.med > 1.5*per[1].med && ctx.Err() == nil {
 		prof, err := e.profile(ctx, "fanout", []string{"-p", strconv.Itoa(srv.pid)}, func() error {
