@@ -101,7 +101,7 @@ type cgroup interface {
 	// Usage reads what the job used and whether the kernel killed one of
 	// its processes for lack of memory. Call it after Kill, before Remove.
 	Usage() (u Usage, oomKilled bool)
-	// Remove deletes the cgroup. It may be called more than once.
+	// Remove deletes the cgroup. Only the first call does anything.
 	Remove() error
 }
 

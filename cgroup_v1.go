@@ -271,9 +271,12 @@ func (c *cgroupV1) ProcsFiles() []string {
 }
 
 func (c *cgroupV1) Kill() error {
+	// The lock guards only the state: killing waits for processes to
+	// go, and a concurrent Remove copes with that.
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.removed {
+	removed := c.removed
+	c.mu.Unlock()
+	if removed {
 		return nil
 	}
 	return killV1(c.dirs)
@@ -386,18 +389,21 @@ func (c *cgroupV1) Usage() (u Usage, oomKilled bool) {
 }
 
 func (c *cgroupV1) Remove() error {
+	// Claimed under the lock, done outside it: removing retries a busy
+	// cgroup for a while, and Kill must not wait for that.
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.removed {
+		c.mu.Unlock()
 		return nil
 	}
+	c.removed = true
+	c.mu.Unlock()
 	if err := c.removeDirs(); err != nil {
 		return err
 	}
 	owners.Lock()
 	c.dropOwnerDirs()
 	owners.Unlock()
-	c.removed = true
 	return nil
 }
 

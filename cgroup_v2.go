@@ -295,9 +295,12 @@ func (c *cgroupV2) ProcsFiles() []string  { return nil }
 func (c *cgroupV2) dirOf(_ string) string { return c.dir }
 
 func (c *cgroupV2) Kill() error {
+	// The lock guards only the state: killing waits for processes to
+	// go, and a concurrent Remove copes with that.
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.removed {
+	removed := c.removed
+	c.mu.Unlock()
+	if removed {
 		return nil
 	}
 	return killV2(c.dir)
@@ -375,19 +378,23 @@ func (c *cgroupV2) Usage() (u Usage, oomKilled bool) {
 }
 
 func (c *cgroupV2) Remove() error {
+	// Claimed under the lock, done outside it: removing retries a busy
+	// cgroup for a while, and Kill must not wait for that.
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.removed {
+		c.mu.Unlock()
 		return nil
 	}
-	if c.into != nil {
-		c.into.Close()
-		c.into = nil
+	c.removed = true
+	into := c.into
+	c.into = nil
+	c.mu.Unlock()
+	if into != nil {
+		into.Close()
 	}
 	if _, err := removeTree(c.dir); err != nil {
 		return err
 	}
-	c.removed = true
 	owners.Lock()
 	dropOwnerDir(c.ownerDir)
 	owners.Unlock()
