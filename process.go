@@ -22,7 +22,6 @@ import (
 // jail's shim.
 type process struct {
 	cmd       *exec.Cmd
-	shim      bool // cmd is the jail's shim, not the command itself
 	jailed    bool // the shim runs the command in namespaces and reports its end
 	cg        cgroup
 	startedAt time.Time
@@ -84,8 +83,7 @@ func startProcess(j *Job, path string, out *spool) (_ *process, err error) {
 	p.jailed = !j.NoJail
 	// The shim is needed for the jail, and to join a cgroup the kernel
 	// cannot place the process into at birth.
-	p.shim = p.jailed || (cg != nil && cg.IntoFile() == nil)
-	if p.shim {
+	if p.jailed || (cg != nil && cg.IntoFile() == nil) {
 		err = p.startShim(j, path, cred, attr, pw)
 	} else {
 		err = p.startDirect(j, path, cred, attr, pw)
