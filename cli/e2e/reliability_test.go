@@ -17,6 +17,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/neildo/tjob/internal/testdir"
 	"io"
 	"net"
 	"os"
@@ -101,39 +102,8 @@ func startTjobs(t *testing.T, dir string, args ...string) *env {
 	return e
 }
 
-// jobVisibleDir is a temporary directory that jobs can see, since tjobs's
-// jobs have a /tmp of their own: under the current directory, or /var/tmp
-// when that is under /tmp too.
-func jobVisibleDir(t testing.TB) string {
-	t.Helper()
-	base, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if underTmp(base) {
-		base = "/var/tmp"
-	}
-	dir, err := os.MkdirTemp(base, ".tjob-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(abs) })
-	return abs
-}
-
-// underTmp: path is in /tmp or $TMPDIR, which a job may not see.
-func underTmp(path string) bool {
-	for _, tmp := range []string{"/tmp", os.TempDir()} {
-		if rel, err := filepath.Rel(tmp, path); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
-			return true
-		}
-	}
-	return false
-}
+// jobVisibleDir is a temporary directory that the server's jobs can see.
+func jobVisibleDir(t testing.TB) string { return testdir.JobVisible(t) }
 
 // newEnvWith is newEnv with more tjobs flags, in a directory jobs can see
 // (so that only the masks hide its certificates and spool from them).
@@ -323,13 +293,18 @@ func TestReliabilityServerKilled(t *testing.T) {
 			t.Fatalf("a job's process outlived tjobs: sleep %s: %v", m, processesWith(m))
 		}
 	}
-	// What the dead server left: its jobs' cgroups (empty now) and output.
+	// What the dead server left: its jobs' cgroups (empty once each jail's
+	// init, which saw its lifeline close, has finished exiting) and output.
 	var procs []string
-	for _, d := range cgs {
-		if b, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil && len(bytes.TrimSpace(b)) > 0 {
-			procs = append(procs, d+": "+strings.Join(strings.Fields(string(b)), " "))
+	eventually(20*time.Second, func() bool {
+		procs = nil
+		for _, d := range cgs {
+			if b, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil && len(bytes.TrimSpace(b)) > 0 {
+				procs = append(procs, d+": "+strings.Join(strings.Fields(string(b)), " "))
+			}
 		}
-	}
+		return len(procs) == 0
+	})
 	if len(procs) > 0 {
 		t.Fatalf("processes left in the jobs' cgroups: %q", procs)
 	}
