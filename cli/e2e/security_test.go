@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/neildo/tjob/internal/testdir"
 	"math/big"
 	"net"
 	"os"
@@ -279,7 +280,7 @@ func TestSecurityInsideJob(t *testing.T) {
 	}
 	// go test builds this binary in $TMPDIR, which a job may not see: a
 	// copy in a directory it can.
-	if underTmp(self) {
+	if testdir.UnderTmp(self) {
 		b, err := os.ReadFile(self)
 		if err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"github.com/neildo/tjob/internal/testdir"
 	"io"
 	"net"
 	"os"
@@ -30,39 +31,8 @@ func requireRoot(t testing.TB) {
 	}
 }
 
-// jobVisibleDir is a temporary directory that jobs can see, since the
-// server's jobs have a /tmp of their own: under the current directory, or
-// /var/tmp when that is under /tmp too.
-func jobVisibleDir(t testing.TB) string {
-	t.Helper()
-	base, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if underTmp(base) {
-		base = "/var/tmp"
-	}
-	dir, err := os.MkdirTemp(base, ".tjob-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(abs) })
-	return abs
-}
-
-// underTmp: path is in /tmp or $TMPDIR, which a job may not see.
-func underTmp(path string) bool {
-	for _, tmp := range []string{"/tmp", os.TempDir()} {
-		if rel, err := filepath.Rel(tmp, path); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
-			return true
-		}
-	}
-	return false
-}
+// jobVisibleDir is a temporary directory that the server's jobs can see.
+func jobVisibleDir(t testing.TB) string { return testdir.JobVisible(t) }
 
 // fixture is a CA and certificates signed by it, written to dir.
 type fixture struct {
