@@ -18,14 +18,12 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/neildo/tjob/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
-func securityReport(t testing.TB, name, format string, args ...any) {
-	t.Helper()
-	section, item, _ := strings.Cut(name, ": ")
-	t.Logf("RELIABILITY: %s: %s: %s", section, strings.ReplaceAll(item, ": ", ", "), fmt.Sprintf(format, args...))
-}
+// securityReport logs a case's result line for docs/RELIABILITY.md.
+var securityReport = testkit.Report
 
 // physicalOffset is where on its block device the first byte of file lies
 // (FS_IOC_FIEMAP, synced first).

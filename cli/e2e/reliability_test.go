@@ -17,7 +17,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/neildo/tjob/internal/testdir"
 	"io"
 	"net"
 	"os"
@@ -31,27 +30,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/neildo/tjob/internal/testkit"
+
 	tjobv1 "github.com/neildo/tjob/service/proto/tjob/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
 
-// report logs the case's result line for docs/RELIABILITY.md: name is
-// "section: case" ("bad input", "fault", "load", "security").
-func report(t testing.TB, name, format string, args ...any) {
-	t.Helper()
-	section, item, _ := strings.Cut(name, ": ")
-	t.Logf("RELIABILITY: %s: %s: %s", section, strings.ReplaceAll(item, ": ", ", "), fmt.Sprintf(format, args...))
-}
-
-// scaledDown: in the cgroup v2 test VM (software emulation, 2 GiB) and in
-// -short, the heavy cases run smaller.
-func scaledDown() bool {
-	return testing.Short() || (os.Getenv("TJOB_REQUIRE_CGROUP") == "v2" && os.Getenv("TJOB_BIN_DIR") != "")
-}
-
-// soak: TJOB_SOAK=1 runs the long versions (CI turns it on once).
-func soak() bool { return os.Getenv("TJOB_SOAK") == "1" }
+// Shared with the server's tests: see internal/testkit.
+var (
+	jobVisibleDir = testkit.JobVisible
+	eventually    = testkit.Eventually
+	processesWith = testkit.ProcessesWith
+	cgroupsNamed  = testkit.CgroupsNamed
+	report        = testkit.Report
+	scaledDown    = testkit.ScaledDown
+	soak          = testkit.Soak
+)
 
 // startTjobs starts tjobs in dir, whose .tjob holds the certificates, on a
 // free loopback port, with the e2e defaults and then args.
@@ -101,9 +96,6 @@ func startTjobs(t *testing.T, dir string, args ...string) *env {
 	}
 	return e
 }
-
-// jobVisibleDir is a temporary directory that the server's jobs can see.
-func jobVisibleDir(t testing.TB) string { return testdir.JobVisible(t) }
 
 // newEnvWith is newEnv with more tjobs flags, in a directory jobs can see
 // (so that only the masks hide its certificates and spool from them).
@@ -192,53 +184,6 @@ func runJob(t testing.TB, c tjobv1.JobClient, path string, args ...string) strin
 		t.Fatalf("Run %s: %s", path, st.GetError())
 	}
 	return resp.GetJobId()
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// processesWith lists the pids whose command line has arg.
-func processesWith(arg string) []string {
-	var pids []string
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		if slices.Contains(strings.Split(string(b), "\x00"), arg) {
-			pids = append(pids, e.Name())
-		}
-	}
-	return pids
-}
-
-// cgroupsNamed lists the cgroup directories whose name has one of ids.
-func cgroupsNamed(ids []string) []string {
-	var found []string
-	filepath.WalkDir("/sys/fs/cgroup", func(path string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		for _, id := range ids {
-			if strings.Contains(d.Name(), id) {
-				found = append(found, path)
-			}
-		}
-		return nil
-	})
-	return found
 }
 
 // procFDs is how many files process pid has open.

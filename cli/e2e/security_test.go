@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/neildo/tjob/internal/testdir"
 	"math/big"
 	"net"
 	"os"
@@ -21,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/neildo/tjob/internal/testkit"
 
 	"golang.org/x/sys/unix"
 )
@@ -280,7 +281,7 @@ func TestSecurityInsideJob(t *testing.T) {
 	}
 	// go test builds this binary in $TMPDIR, which a job may not see: a
 	// copy in a directory it can.
-	if testdir.UnderTmp(self) {
+	if testkit.UnderTmp(self) {
 		b, err := os.ReadFile(self)
 		if err != nil {
 			t.Fatal(err)

@@ -6,15 +6,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"github.com/neildo/tjob/internal/testdir"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/neildo/tjob/internal/testkit"
 
 	"github.com/neildo/tjob/service/pki"
 	tjobv1 "github.com/neildo/tjob/service/proto/tjob/v1"
@@ -24,15 +24,23 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// Shared with the CLI's end-to-end tests: see internal/testkit.
+var (
+	jobVisibleDir = testkit.JobVisible
+	eventually    = testkit.Eventually
+	processesWith = testkit.ProcessesWith
+	cgroupsNamed  = testkit.CgroupsNamed
+	report        = testkit.Report
+	scaledDown    = testkit.ScaledDown
+	soak          = testkit.Soak
+)
+
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: tjobs runs jobs in namespaces and cgroups of their own")
 	}
 }
-
-// jobVisibleDir is a temporary directory that the server's jobs can see.
-func jobVisibleDir(t testing.TB) string { return testdir.JobVisible(t) }
 
 // fixture is a CA and certificates signed by it, written to dir.
 type fixture struct {
@@ -285,55 +293,4 @@ func wantCode(t testing.TB, what string, err error, code codes.Code) {
 	if got := status.Code(err); got != code {
 		t.Fatalf("%s: got %v (%v), want %v", what, got, err, code)
 	}
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// processesWith lists the pids whose command line has arg.
-func processesWith(arg string) []string {
-	var pids []string
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		for _, a := range strings.Split(string(b), "\x00") {
-			if a == arg {
-				pids = append(pids, e.Name())
-				break
-			}
-		}
-	}
-	return pids
-}
-
-// cgroupsNamed lists the directories under the cgroup file systems whose
-// name has one of the ids in it.
-func cgroupsNamed(ids []string) []string {
-	var found []string
-	filepath.WalkDir("/sys/fs/cgroup", func(path string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		for _, id := range ids {
-			if strings.Contains(d.Name(), id) {
-				found = append(found, path)
-			}
-		}
-		return nil
-	})
-	return found
 }

@@ -35,23 +35,6 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// report logs the case's result line for docs/RELIABILITY.md: name is
-// "section: case" ("bad input", "fault", "load", "security").
-func report(t testing.TB, name, format string, args ...any) {
-	t.Helper()
-	section, item, _ := strings.Cut(name, ": ")
-	t.Logf("RELIABILITY: %s: %s: %s", section, strings.ReplaceAll(item, ": ", ", "), fmt.Sprintf(format, args...))
-}
-
-// inVM: the tests run in the cgroup v2 test VM (test/vm), under software
-// emulation and without -race. Heavy cases scale down there and in -short.
-func scaledDown() bool {
-	return testing.Short() || (os.Getenv("TJOB_REQUIRE_CGROUP") == "v2" && os.Getenv("TJOB_BIN_DIR") != "")
-}
-
-// soak: TJOB_SOAK=1 runs the long versions (CI turns it on once).
-func soak() bool { return os.Getenv("TJOB_SOAK") == "1" }
-
 // jobSet is what Status(all) says of a user's jobs: ID and state.
 func jobSet(t testing.TB, c tjobv1.JobClient) []string {
 	t.Helper()

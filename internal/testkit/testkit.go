@@ -1,0 +1,114 @@
+// Package testkit holds what the tests of tjob, tjobs and the tjob CLI
+// share: a temporary directory the server's jobs can see (they have a /tmp
+// of their own, so t.TempDir is hidden from them), looks at the host's
+// processes and cgroups, and the reliability suite's reporting and scale.
+package testkit
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// JobVisible makes a temporary directory under the current directory, or
+// under /var/tmp when that is in /tmp too, and removes it when t ends.
+func JobVisible(t testing.TB) string {
+	t.Helper()
+	base, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if UnderTmp(base) {
+		base = "/var/tmp"
+	}
+	dir, err := os.MkdirTemp(base, ".tjob-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(abs) })
+	return abs
+}
+
+// UnderTmp reports whether path is in /tmp or $TMPDIR, which a job of the
+// server may not see.
+func UnderTmp(path string) bool {
+	for _, tmp := range []string{"/tmp", os.TempDir()} {
+		if rel, err := filepath.Rel(tmp, path); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return true
+		}
+	}
+	return false
+}
+
+// Eventually polls cond until it holds or d passes.
+func Eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// ProcessesWith lists the pids whose command line has arg.
+func ProcessesWith(arg string) []string {
+	var pids []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if slices.Contains(strings.Split(string(b), "\x00"), arg) {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
+}
+
+// CgroupsNamed lists the directories under the cgroup file systems whose
+// name has one of the ids in it.
+func CgroupsNamed(ids []string) []string {
+	var found []string
+	filepath.WalkDir("/sys/fs/cgroup", func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		for _, id := range ids {
+			if strings.Contains(d.Name(), id) {
+				found = append(found, path)
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+// Report logs a reliability case's result line for docs/RELIABILITY.md:
+// name is "section: case" ("bad input", "fault", "load", "security").
+func Report(t testing.TB, name, format string, args ...any) {
+	t.Helper()
+	section, item, _ := strings.Cut(name, ": ")
+	t.Logf("RELIABILITY: %s: %s: %s", section, strings.ReplaceAll(item, ": ", ", "), fmt.Sprintf(format, args...))
+}
+
+// ScaledDown: in the cgroup v2 test VM (software emulation, 2 GiB) and in
+// -short, the heavy cases run smaller.
+func ScaledDown() bool {
+	return testing.Short() || (os.Getenv("TJOB_REQUIRE_CGROUP") == "v2" && os.Getenv("TJOB_BIN_DIR") != "")
+}
+
+// Soak: TJOB_SOAK=1 runs the long versions (CI turns it on once).
+func Soak() bool { return os.Getenv("TJOB_SOAK") == "1" }
