@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/docker/go-units v0.5.0
+	github.com/neildo/tjob v0.0.0-00010101000000-000000000000
 	github.com/neildo/tjob/service v0.0.0
 	golang.org/x/sys v0.50.0
 	google.golang.org/grpc v1.85.0
