@@ -67,15 +67,25 @@ func FuzzParseArgs(f *testing.F) {
 				t.Fatalf("%q: %s runs %q, a flag", args, inv.cmd.name, c)
 			}
 		} else {
-			dashDash := slices.Index(args, "--")
+			// Everything after the terminator is an argument, flag-like or
+			// not; before it, arguments come in order and none is a flag.
+			rest := args[commandAt(args)+1:] // what follows the command's name
+			before, after := rest, []string(nil)
+			if dd := terminator(rest); dd >= 0 {
+				before, after = rest[:dd], rest[dd+1:]
+			}
+			n := len(inv.args) - len(after)
+			if n < 0 || !slices.Equal(inv.args[n:], after) {
+				t.Fatalf("%q: %s's arguments %q do not end with those after --", args, inv.cmd.name, inv.args)
+			}
 			at := 0
-			for _, p := range inv.args {
-				i := slices.Index(args[at:], p)
+			for _, p := range inv.args[:n] {
+				i := slices.Index(before[at:], p)
 				if i < 0 {
 					t.Fatalf("%q: argument %q is not in the command line, in order", args, p)
 				}
 				at += i + 1
-				if len(p) > 1 && p[0] == '-' && (dashDash < 0 || dashDash >= at-1) {
+				if len(p) > 1 && p[0] == '-' {
 					t.Fatalf("%q: a flag %q taken as an argument", args, p)
 				}
 			}
@@ -100,4 +110,36 @@ func FuzzParseArgs(f *testing.F) {
 			t.Fatalf("%q: parsed twice, differently", args)
 		}
 	})
+}
+
+// terminator is the index of the "--" that ends the flags, or -1: a "--"
+// that is the value of an option before it is no terminator.
+func terminator(args []string) int {
+	for i := 0; i < len(args); i++ {
+		switch strings.TrimPrefix(args[i], "-") {
+		case "-":
+			return i
+		case "addr", "-addr", "ca", "-ca", "cert", "-cert", "key", "-key":
+			i++ // its value
+		}
+	}
+	return -1
+}
+
+// commandAt is the index of the command's name: the first word that is
+// neither an option nor an option's value, or the word after a "--".
+func commandAt(args []string) int {
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; strings.TrimPrefix(a, "-") {
+		case "-":
+			return i + 1
+		case "addr", "-addr", "ca", "-ca", "cert", "-cert", "key", "-key":
+			i++
+		default:
+			if len(a) < 2 || a[0] != '-' {
+				return i
+			}
+		}
+	}
+	return len(args)
 }
