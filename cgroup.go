@@ -94,10 +94,14 @@ type cgroup interface {
 	// ProcsFiles are the cgroup.procs files the shim writes "0" into to
 	// join the cgroup before the command runs; nil when IntoFile is used.
 	ProcsFiles() []string
-	// Kill kills every process left in the cgroup and returns once they
-	// are gone. It may be called any number of times, also concurrently
-	// and after Remove.
-	Kill() error
+	// Kill kills every process in the cgroup but spare (0: none) and
+	// returns once they are gone. It may be called any number of times,
+	// also concurrently and after Remove.
+	Kill(spare int) error
+	// Signal sends sig to every process in the cgroup but spare (0: none),
+	// at once, without waiting for any of them: the kernel delivers it
+	// whether or not the job gets CPU time.
+	Signal(sig unix.Signal, spare int) error
 	// Usage reads what the job used and whether the kernel killed one of
 	// its processes for lack of memory. Call it after Kill, before Remove.
 	Usage() (u Usage, oomKilled bool)
@@ -503,10 +507,10 @@ func removeStaleOwner(sys *cgroupSystem, name string, dirs []string) ([]string, 
 	var kerr error
 	if sys.v2 != nil {
 		for _, d := range dirs {
-			kerr = errors.Join(kerr, killV2(d))
+			kerr = errors.Join(kerr, killV2(d, 0))
 		}
 	} else {
-		kerr = killV1(dirs)
+		kerr = killV1(dirs, 0)
 	}
 	var removed []string
 	var rerr error
@@ -555,13 +559,13 @@ func cgroupProcs(dir string, recursive bool) ([]int, error) {
 	return pids, nil
 }
 
-// killProcs sends SIGKILL to every process in the cgroups at dirs and below,
-// and returns how many it found. A pid read from cgroup.procs may belong to
-// another process by the time it is signalled (the first exited, its pid was
-// reused), so each process is pinned with a pidfd and signalled only if it
-// is still listed after that: a pid reused inside the cgroup is the job's
-// too.
-func killProcs(dirs []string) (int, error) {
+// signalProcs sends sig to every process in the cgroups at dirs and below
+// but spare (0: none), and returns how many it signalled. A pid read from
+// cgroup.procs may belong to another process by the time it is signalled
+// (the first exited, its pid was reused), so each process is pinned with a
+// pidfd and signalled only if it is still listed after that: a pid reused
+// inside the cgroup is the job's too.
+func signalProcs(dirs []string, sig unix.Signal, spare int) (int, error) {
 	listed := func() (map[int]bool, error) {
 		set := map[int]bool{}
 		for _, d := range dirs {
@@ -570,7 +574,9 @@ func killProcs(dirs []string) (int, error) {
 				return nil, err
 			}
 			for _, p := range pids {
-				set[p] = true
+				if p != spare {
+					set[p] = true
+				}
 			}
 		}
 		return set, nil
@@ -606,12 +612,29 @@ func killProcs(dirs []string) (int, error) {
 		}
 		n++
 		if fd, ok := pidfds[pid]; ok {
-			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+			unix.PidfdSendSignal(fd, sig, nil, 0)
 		} else {
-			unix.Kill(pid, unix.SIGKILL)
+			unix.Kill(pid, sig)
 		}
 	}
 	return n, nil
+}
+
+// cgroupsEmpty reports whether no process but spare is in dirs or below
+// them.
+func cgroupsEmpty(dirs []string, spare int) (bool, error) {
+	for _, d := range dirs {
+		pids, err := cgroupProcs(d, true)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, err
+		}
+		for _, p := range pids {
+			if p != spare {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
 
 // liftThrottles removes the I/O limits of cgroup dir and the cgroups below

@@ -978,7 +978,7 @@ func TestCgroupKillEmptyTwice(t *testing.T) {
 		dirs = c.dirs
 	}
 	for range 2 {
-		if err := cg.Kill(); err != nil {
+		if err := cg.Kill(0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -990,7 +990,7 @@ func TestCgroupKillEmptyTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := cg.Kill(); err != nil {
+	if err := cg.Kill(0); err != nil {
 		t.Errorf("Kill after Remove: %v", err)
 	}
 	assertGone(t, "after Remove", dirs...)
@@ -1061,9 +1061,9 @@ func TestCgroupKillProcs(t *testing.T) {
 		}
 		freezeV2(dir, false)
 	}
-	n, err := killProcs([]string{dir})
+	n, err := signalProcs([]string{dir}, unix.SIGKILL, 0)
 	if err != nil || n != 4 {
-		t.Fatalf("killProcs = %d, %v; want 4", n, err)
+		t.Fatalf("signalProcs = %d, %v; want 4", n, err)
 	}
 	for _, cmd := range cmds {
 		cmd.Wait()
@@ -1071,8 +1071,8 @@ func TestCgroupKillProcs(t *testing.T) {
 			t.Errorf("sleep %d: %v, want killed", cmd.Process.Pid, cmd.ProcessState)
 		}
 	}
-	if n, err := killProcs([]string{dir}); n != 0 || err != nil {
-		t.Errorf("killProcs of an empty cgroup = %d, %v", n, err)
+	if n, err := signalProcs([]string{dir}, unix.SIGKILL, 0); n != 0 || err != nil {
+		t.Errorf("signalProcs of an empty cgroup = %d, %v", n, err)
 	}
 }
 

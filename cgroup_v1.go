@@ -270,7 +270,7 @@ func (c *cgroupV1) ProcsFiles() []string {
 	return files
 }
 
-func (c *cgroupV1) Kill() error {
+func (c *cgroupV1) Kill(spare int) error {
 	// The lock guards only the state: killing waits for processes to
 	// go, and a concurrent Remove copes with that.
 	c.mu.Lock()
@@ -279,18 +279,25 @@ func (c *cgroupV1) Kill() error {
 	if removed {
 		return nil
 	}
-	return killV1(c.dirs)
+	return killV1(c.dirs, spare)
+}
+
+func (c *cgroupV1) Signal(sig unix.Signal, spare int) error {
+	if _, err := signalProcs(c.dirs[:1], sig, spare); err != nil {
+		return fmt.Errorf("tjob: signalling %s: %w", c, err)
+	}
+	return nil
 }
 
 // killV1 kills everything in cgroup directories dirs (one per hierarchy) and
-// below, and waits until it is gone. Frozen, the processes can neither fork
+// below but spare (0: none), and waits until it is gone. Frozen, the processes can neither fork
 // nor exit while they are listed and signalled. I/O throttles are lifted
 // (see killV2) once the freezer stops the processes from starting more
 // I/O, so that one waiting on its I/O finishes it and freezes.
-func killV1(dirs []string) error {
+func killV1(dirs []string, spare int) error {
 	// An empty cgroup stays empty: nothing in it can fork. That is the
 	// common case at the end of a job, and it needs no freezing.
-	if empty, err := cgroupsEmpty(dirs); err == nil && empty {
+	if empty, err := cgroupsEmpty(dirs, spare); err == nil && empty {
 		return nil
 	}
 	freezer := ""
@@ -310,7 +317,7 @@ func killV1(dirs []string) error {
 		lift()
 		waitFreezer(freezer, "FROZEN")
 	}
-	_, err := killProcs(dirs)
+	_, err := signalProcs(dirs, unix.SIGKILL, spare)
 	if frozen {
 		if os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("THAWED"), 0) == nil {
 			waitFreezer(freezer, "THAWED")
@@ -322,27 +329,13 @@ func killV1(dirs []string) error {
 		return fmt.Errorf("tjob: killing cgroup %s: %w", dirs[0], err)
 	}
 	gone := waitFor(killTimeout, func() bool {
-		n, err := killProcs(dirs) // again: any that forked before the freeze took
+		n, err := signalProcs(dirs, unix.SIGKILL, spare) // again: any that forked before the freeze took
 		return err != nil || n == 0
 	})
 	if !gone {
 		return fmt.Errorf("tjob: cgroup %s: processes still there %v after SIGKILL", dirs[0], killTimeout)
 	}
 	return nil
-}
-
-// cgroupsEmpty reports whether no process is in dirs or below them.
-func cgroupsEmpty(dirs []string) (bool, error) {
-	for _, d := range dirs {
-		pids, err := cgroupProcs(d, true)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return false, err
-		}
-		if len(pids) > 0 {
-			return false, nil
-		}
-	}
-	return true, nil
 }
 
 // waitFreezer waits a little for freezer.state to take: a task stuck in the

@@ -294,7 +294,7 @@ func (c *cgroupV2) IntoFile() *os.File    { return c.into }
 func (c *cgroupV2) ProcsFiles() []string  { return nil }
 func (c *cgroupV2) dirOf(_ string) string { return c.dir }
 
-func (c *cgroupV2) Kill() error {
+func (c *cgroupV2) Kill(spare int) error {
 	// The lock guards only the state: killing waits for processes to
 	// go, and a concurrent Remove copes with that.
 	c.mu.Lock()
@@ -303,23 +303,35 @@ func (c *cgroupV2) Kill() error {
 	if removed {
 		return nil
 	}
-	return killV2(c.dir)
+	return killV2(c.dir, spare)
 }
 
-// killV2 kills everything in cgroup dir and below, and waits until it is
-// gone. A process waiting in the kernel on throttled I/O cannot die before
-// its I/O is done, so the I/O throttles are lifted once all are signalled.
-func killV2(dir string) error {
-	err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+func (c *cgroupV2) Signal(sig unix.Signal, spare int) error {
+	if _, err := signalProcs([]string{c.dir}, sig, spare); err != nil {
+		return fmt.Errorf("tjob: signalling %s: %w", c, err)
+	}
+	return nil
+}
+
+// killV2 kills everything in cgroup dir and below but spare (0: none), and
+// waits until it is gone. A process waiting in the kernel on throttled I/O
+// cannot die before its I/O is done, so the I/O throttles are lifted once
+// all are signalled.
+func killV2(dir string, spare int) error {
+	err := fs.ErrNotExist
+	if spare == 0 {
+		err = os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+	}
 	fallback := false
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, serr := os.Stat(dir); errors.Is(serr, fs.ErrNotExist) {
 			return nil // removed already
 		}
-		// Before Linux 5.14: freeze, kill each, thaw.
+		// cgroup.kill spares nobody, and came with Linux 5.14: freeze,
+		// kill each, thaw.
 		fallback = true
 		freezeV2(dir, true)
-		_, err = killProcs([]string{dir})
+		_, err = signalProcs([]string{dir}, unix.SIGKILL, spare)
 		freezeV2(dir, false)
 	}
 	if err != nil {
@@ -327,12 +339,16 @@ func killV2(dir string) error {
 	}
 	liftThrottles(dir)
 	gone := waitFor(killTimeout, func() bool {
-		b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
-		if err != nil || strings.Contains(string(b), "populated 0") {
+		if spare != 0 {
+			empty, err := cgroupsEmpty([]string{dir}, spare)
+			if err != nil || empty {
+				return true
+			}
+		} else if b, err := os.ReadFile(filepath.Join(dir, "cgroup.events")); err != nil || strings.Contains(string(b), "populated 0") {
 			return true
 		}
 		if fallback {
-			killProcs([]string{dir}) // forked before the freeze took
+			signalProcs([]string{dir}, unix.SIGKILL, spare) // forked before the freeze took
 		}
 		return false
 	})

@@ -32,6 +32,12 @@ var (
 // DefaultGracePeriod is how long Stop waits after SIGTERM before SIGKILL.
 const DefaultGracePeriod = 10 * time.Second
 
+// initReportTimeout bounds how long Stop waits, once it has killed the
+// command, for the jail's init to report how the command ended. The init
+// needs little CPU for that, but it shares the job's CPU limit and the
+// machine may be loaded; only an init that is stuck takes this long.
+const initReportTimeout = 30 * time.Second
+
 // waitDelay bounds how long the end of a job waits for its output pipe to
 // close once the job's process has exited and everything left behind has been
 // killed. Only a process that escaped both the jail and the cgroup can hold
@@ -354,6 +360,15 @@ func (j *Job) Stop() error {
 	case <-timer.C:
 	}
 	proc.kill()
+	// The init reports how the command ended as soon as it gets the CPU
+	// to; one that cannot is ended with everything else.
+	timer.Reset(initReportTimeout)
+	select {
+	case <-done:
+		return nil
+	case <-timer.C:
+	}
+	proc.killAll()
 	<-done
 	return nil
 }

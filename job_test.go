@@ -203,6 +203,32 @@ func TestStopIgnoringTerm(t *testing.T) {
 	}
 }
 
+
+// Stop's SIGTERM reaches a job whose own processes take all the CPU its
+// cgroup allows, so that the jail's init gets almost none: the job ends by
+// SIGTERM, not by the SIGKILL after the grace period. (The init used to
+// pass SIGTERM on, and under load it did not get the CPU to in time.)
+func TestStopTermReachesStarvedJob(t *testing.T) {
+	requireRoot(t)
+	for _, jail := range []bool{true, false} {
+		t.Run(map[bool]string{true: "jail", false: "nojail"}[jail], func(t *testing.T) {
+			// Eight busy loops at 1% of one CPU, then the command waits.
+			j := newTestJob(t, "sh", "-c", `for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; echo ready; exec sleep 1000`)
+			j.NoJail = !jail
+			j.CPUPercent = 1
+			j.GracePeriod = time.Second
+			ch := j.Run()
+			waitOutput(t, j, "ready\n")
+			if err := j.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			st := final(t, ch)
+			if st.Signal != syscall.SIGTERM || st.Exit != 143 || !st.StopRequested {
+				t.Fatalf("status = %+v, want ended by SIGTERM", st)
+			}
+		})
+	}
+}
 // waitOutput follows the job's output until it holds want.
 func waitOutput(t testing.TB, j *Job, want string) {
 	t.Helper()

@@ -55,7 +55,7 @@ func startProcess(j *Job, path string, out *spool) (_ *process, err error) {
 	}
 	defer func() {
 		if err != nil && cg != nil {
-			cg.Kill()
+			cg.Kill(0)
 			err = errors.Join(err, cg.Remove())
 		}
 	}()
@@ -243,20 +243,54 @@ func (p *process) shimDied(err error) error {
 
 func (p *process) pid() int { return p.cmd.Process.Pid }
 
-// terminate asks the job to end: SIGTERM to the jail's init, which forwards
-// it, or to the command's process group.
+// terminate asks the job to end: SIGTERM to each of its processes. Where
+// the job has a cgroup, tjob signals every process in it itself, as
+// systemd's control-group kill mode does, sparing the jail's init: the
+// kernel delivers the signal at once, however little CPU the job's cgroup
+// lets the init have to pass it on. Without a cgroup, the init forwards it
+// to the command's process group, or the group gets it directly.
 func (p *process) terminate() {
-	if p.jailed {
+	switch {
+	case p.cg != nil:
+		if p.cg.Signal(unix.SIGTERM, p.initPid()) == nil {
+			return
+		}
+		fallthrough // the cgroup is gone: the group, or the init, then
+	case p.jailed:
 		p.cmd.Process.Signal(syscall.SIGTERM)
-		return
+	default:
+		syscall.Kill(-p.pid(), syscall.SIGTERM)
 	}
-	syscall.Kill(-p.pid(), syscall.SIGTERM)
 }
 
-// kill ends the job and everything it started, now.
+// initPid is the jail's init, which must outlive the command to report how
+// it ended; 0 without a jail.
+func (p *process) initPid() int {
+	if p.jailed {
+		return p.pid()
+	}
+	return 0
+}
+
+// kill ends the command and everything it started, now, but not the jail's
+// init: it reports how the command ended, which is all it does from then
+// on, and exits.
 func (p *process) kill() {
 	if p.cg != nil {
-		p.cg.Kill()
+		p.cg.Kill(p.initPid())
+	}
+	if !p.jailed {
+		syscall.Kill(-p.pid(), syscall.SIGKILL)
+		p.cmd.Process.Kill()
+	} else if p.cg == nil {
+		p.killAll() // no cgroup to tell the init's processes apart
+	}
+}
+
+// killAll ends the job and its init, now.
+func (p *process) killAll() {
+	if p.cg != nil {
+		p.cg.Kill(0)
 	}
 	if !p.jailed {
 		syscall.Kill(-p.pid(), syscall.SIGKILL)
@@ -284,7 +318,7 @@ func (p *process) wait() result {
 
 	// Nothing the job started may outlive it.
 	if p.cg != nil {
-		if err := p.cg.Kill(); err != nil {
+		if err := p.cg.Kill(0); err != nil {
 			res.err = errors.Join(res.err, err)
 		}
 	}
