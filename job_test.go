@@ -203,7 +203,6 @@ func TestStopIgnoringTerm(t *testing.T) {
 	}
 }
 
-
 // Stop's SIGTERM reaches a job whose own processes take all the CPU its
 // cgroup allows, so that the jail's init gets almost none: the job ends by
 // SIGTERM, not by the SIGKILL after the grace period. (The init used to
@@ -229,6 +228,7 @@ func TestStopTermReachesStarvedJob(t *testing.T) {
 		})
 	}
 }
+
 // waitOutput follows the job's output until it holds want.
 func waitOutput(t testing.TB, j *Job, want string) {
 	t.Helper()
