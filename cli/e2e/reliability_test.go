@@ -455,10 +455,14 @@ func TestReliabilityStalledReaders(t *testing.T) {
 		size>>20, rss0>>10, rss>>10, growth>>10, growth/streams, streams*size>>20, fd0, fds, fd1, thr, got>>20)
 }
 
-// dialUser connects as user; the caller closes the connection.
+// dialUser connects as user; the caller closes the connection. Its calls
+// wait for the connection to be ready, up to their deadline: on a machine
+// this loaded a TLS handshake can outlast the server's 10 s bound, and a
+// client that is refused so tries again, as the test means it to.
 func (e *env) dialUser(t testing.TB, user string) (*grpc.ClientConn, tjobv1.JobClient) {
 	t.Helper()
-	cc, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(e.tlsFor(t, user))))
+	cc, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(e.tlsFor(t, user))),
+		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
 	if err != nil {
 		t.Fatal(err)
 	}
