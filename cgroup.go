@@ -83,17 +83,15 @@ import (
 
 // cgroup is one job's control group. The job's process is placed in it
 // before the command runs: by clone3(CLONE_INTO_CGROUP) where the kernel
-// can (IntoFile), or by the jail's shim joining it before it execs the
-// command (ProcsFiles).
+// can (IntoFile), or else by Join while the init waits for its job.
 type cgroup interface {
 	// String names the cgroup for messages.
 	String() string
 	// IntoFile is the cgroup's directory opened for CLONE_INTO_CGROUP, or
 	// nil where that does not work (cgroup v1). Remove closes it.
 	IntoFile() *os.File
-	// ProcsFiles are the cgroup.procs files the shim writes "0" into to
-	// join the cgroup before the command runs; nil when IntoFile is used.
-	ProcsFiles() []string
+	// Join moves process pid (with all its threads) into the cgroup.
+	Join(pid int) error
 	// Kill kills every process in the cgroup but spare (0: none) and
 	// returns once they are gone. It may be called any number of times,
 	// also concurrently and after Remove.
@@ -635,6 +633,14 @@ func cgroupsEmpty(dirs []string, spare int) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// joinCgroup moves process pid into cgroup directory dir.
+func joinCgroup(dir string, pid int) error {
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+		return fmt.Errorf("tjob: joining cgroup %s: %w", dir, err)
+	}
+	return nil
 }
 
 // liftThrottles removes the I/O limits of cgroup dir and the cgroups below

@@ -838,24 +838,25 @@ func nestedCaller() {
 	must(sibling.Start())
 	defer func() { sibling.Process.Kill(); sibling.Wait() }()
 
-	j := NewJob("cat", "/proc/self/cgroup")
+	// The job sees its own cgroup as "/": where it is shows from here.
+	j := NewJob("sleep", "100")
 	j.SpoolDir = os.Getenv("TJOB_TEST_SPOOL")
 	if !forceV2 {
 		j.MemoryMB = 64
 		j.PidsMax = 64
 		j.CPUPercent = 50
 	}
-	st := <-j.Run()
+	done := j.Run()
 	cg := func(pid string) string {
 		m, err := readProcCgroup("/proc/" + pid + "/cgroup")
 		must(err)
 		return m[""]
 	}
-	job := ""
-	for _, l := range j.Status().Lines {
-		if p, ok := strings.CutPrefix(l, "0::"); ok {
-			job = p
-		}
+	job := cg(strconv.Itoa(j.Summary().Pid))
+	j.Stop()
+	st := <-done
+	if st.Exit == 143 {
+		st.Exit = 0 // stopped, as meant
 	}
 	fmt.Printf("caller=%s\nsibling=%s\njob=%s\nexit=%d\nerror=%v\n", cg("self"), cg(strconv.Itoa(sibling.Process.Pid)), job, st.Exit, st.Error)
 	j.Close()
@@ -880,13 +881,17 @@ func TestCgroupV2OnHybrid(t *testing.T) {
 		done := j.Run()
 		waitRunning(t, j)
 		c, ok := jobCgroup(t, j).(*cgroupV2)
-		if !ok || c.IntoFile() == nil || c.ProcsFiles() != nil {
+		if !ok || c.IntoFile() == nil {
 			t.Fatalf("cgroup %v: want v2 with IntoFile", c)
 		}
 		// Once the job has said where it is, it is down to its two sleeps.
+		// It sees its cgroup as the root of its cgroup namespace.
 		waitFor(10*time.Second, func() bool { return len(j.Status().Lines) > 0 })
-		if lines := j.Status().Lines; !slices.Contains(lines, "0::"+c.name) {
-			t.Errorf("job's cgroups %q, want 0::%s", lines, c.name)
+		if lines := j.Status().Lines; !slices.Contains(lines, "0::/") {
+			t.Errorf("job's cgroups %q, want 0::/", lines)
+		}
+		if m, err := readProcCgroup(fmt.Sprintf("/proc/%d/cgroup", j.Summary().Pid)); err != nil || m[""] != c.name {
+			t.Errorf("the job's cgroup seen from the host: %q (%v), want %s", m[""], err, c.name)
 		}
 		procs := readFile(t, filepath.Join(c.dir, "cgroup.procs"))
 		if len(strings.Fields(procs)) < 3 {
@@ -1085,15 +1090,19 @@ func TestCgroupParentOverride(t *testing.T) {
 		d, _ := h.dir(top)
 		t.Cleanup(func() { removeTree(d) })
 	}
-	j := newTestJob(t, "cat", "/proc/self/cgroup")
+	j := newTestJob(t, "sleep", "100")
 	j.CgroupParent = top + "/jobs"
-	st := final(t, j.Run())
-	if st.Exit != 0 || st.Error != nil {
+	done := j.Run()
+	if st := j.Summary(); st.State != StateRunning {
 		t.Fatalf("%v (exit %d, %v)", st, st.Exit, st.Error)
 	}
+	// The job sees its cgroup as "/": where it is shows from here.
+	host, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", j.Summary().Pid))
+	j.Stop()
+	final(t, done)
 	owner, _ := ownerName()
 	want := path.Join(top, "jobs", owner, j.ID)
-	if out := strings.Join(j.Status().Lines, "\n"); !strings.Contains(out, ":"+want) {
+	if out := string(host); !strings.Contains(out, ":"+want) {
 		t.Errorf("job's cgroups:\n%s\nwant %s", out, want)
 	}
 	for _, h := range sys.hierarchies() {
@@ -1118,7 +1127,7 @@ func TestCgroupParentOverride(t *testing.T) {
 	j2 := newTestJob(t, "true")
 	j2.CgroupParent = top + "/pidsonly/x"
 	j2.MemoryMB = 20
-	st = final(t, j2.Run())
+	st := final(t, j2.Run())
 	if st.State != StateFailed || !strings.Contains(fmt.Sprint(st.Error), "memory controller") {
 		t.Errorf("MemoryMB under a parent without memory: %v (%v)", st, st.Error)
 	}

@@ -262,12 +262,13 @@ func (c *cgroupV1) dirOf(ctrl string) string {
 	return c.byCtrl[ctrl]
 }
 
-func (c *cgroupV1) ProcsFiles() []string {
-	files := make([]string, len(c.dirs))
-	for i, d := range c.dirs {
-		files[i] = filepath.Join(d, "cgroup.procs")
+func (c *cgroupV1) Join(pid int) error {
+	for _, d := range c.dirs {
+		if err := joinCgroup(d, pid); err != nil {
+			return err
+		}
 	}
-	return files
+	return nil
 }
 
 func (c *cgroupV1) Kill(spare int) error {

@@ -291,7 +291,7 @@ func moveToLeaf(dir string) error {
 
 func (c *cgroupV2) String() string        { return "cgroup " + c.name }
 func (c *cgroupV2) IntoFile() *os.File    { return c.into }
-func (c *cgroupV2) ProcsFiles() []string  { return nil }
+func (c *cgroupV2) Join(pid int) error    { return joinCgroup(c.dir, pid) }
 func (c *cgroupV2) dirOf(_ string) string { return c.dir }
 
 func (c *cgroupV2) Kill(spare int) error {

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -118,8 +117,21 @@ type Job struct {
 	ReadOnlyRoot bool
 
 	// User runs the job as another user: a name, "UID" or "UID:GID".
-	// Empty means the caller's user.
+	// Empty means the caller's user. With UserNS, the IDs are those of the
+	// job's user namespace.
 	User string
+
+	// UserNS, when its Size is not zero, runs the jailed job in a user
+	// namespace of its own, whose IDs 0 to Size-1 are the host's HostID to
+	// HostID+Size-1. The job's root is then root only over what the jail
+	// made for it; on the host it is an unprivileged user, and the
+	// kernel's own checks keep it from root's files, sockets, keys and
+	// cgroups. Files the job must write (Dir) must belong to its host IDs.
+	UserNS IDMap
+
+	// NoSeccomp runs a jailed job without its seccomp filter (Docker's
+	// default profile, see seccomp_linux.go).
+	NoSeccomp bool
 
 	// GracePeriod is how long Stop waits after SIGTERM before SIGKILL.
 	// Zero means DefaultGracePeriod.
@@ -209,7 +221,7 @@ func (j *Job) Run() <-chan Status {
 	}
 	j.proc = proc
 	j.state = StateRunning
-	j.status.Pid = proc.pid()
+	j.status.Pid = proc.pid
 	j.status.Started = proc.startedAt.UnixNano()
 	j.mu.Unlock()
 	close(j.started)
@@ -263,6 +275,9 @@ func (j *Job) validate() error {
 	}
 	if j.NoJail && (j.ReadOnlyRoot || len(j.MaskPaths) > 0) {
 		return fmt.Errorf("tjob: %w: ReadOnlyRoot and MaskPaths need the jail, but NoJail is set", ErrInvalid)
+	}
+	if err := validateUserNS(j); err != nil {
+		return err
 	}
 	return validateLimits(j)
 }
@@ -481,13 +496,4 @@ func (j *Job) Close() error {
 		return j.out.remove()
 	}
 	return nil
-}
-
-// exitCode turns a wait status into the shell's convention: the exit code,
-// or 128+N for death by signal N.
-func exitCode(ws syscall.WaitStatus) (exit int64, sig syscall.Signal) {
-	if ws.Signaled() {
-		return 128 + int64(ws.Signal()), ws.Signal()
-	}
-	return int64(ws.ExitStatus()), 0
 }

@@ -1,6 +1,7 @@
 package tjob
 
 import (
+	"github.com/neildo/tjob/internal/jobinit"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,8 +22,8 @@ func TestJailProcIsItsOwn(t *testing.T) {
 	if st.Exit != 0 || len(out) != 2 {
 		t.Fatalf("status %+v, output %q", st, out)
 	}
-	if out[0] != shimArg0 {
-		t.Fatalf("PID 1 is %q, want the jail's init %q", out[0], shimArg0)
+	if out[0] != jobinit.Arg0 {
+		t.Fatalf("PID 1 is %q, want the jail's init %q", out[0], jobinit.Arg0)
 	}
 	// init, sh, ls and grep at most.
 	if n, _ := strconv.Atoi(out[1]); n < 2 || n > 4 {

@@ -6,30 +6,42 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"os/exec"
 	"os/user"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/neildo/tjob/internal/jobinit"
 )
 
 // process is a started job's process and everything that must be released
 // with it: its output pipe, its cgroup and, when jailed, the pipes to the
-// jail's shim.
+// jail's init.
+//
+// The process is waited for through a pidfd in the runtime's poller, not by
+// a thread blocked in wait(2): a server with thousands of jobs that sleep
+// keeps a handful of threads.
 type process struct {
-	cmd       *exec.Cmd
-	jailed    bool // the shim runs the command in namespaces and reports its end
+	pid       int
+	pidfd     *os.File    // non-blocking, in the runtime's poller
+	os        *os.Process // released once the process is reaped
+	jailed    bool        // the init runs the command in namespaces and reports its end
 	cg        cgroup
 	startedAt time.Time
 
-	pipe     *os.File      // read end of the job's stdout and stderr
-	copied   chan struct{} // closed when the spool has taken all the output
-	lifeline *os.File      // the shim's config pipe: closing it tells the shim we are gone
-	ended    chan shimMsg  // the shim's report of how the command ended; closed at EOF
+	pipe     *os.File                // read end of the job's stdout and stderr
+	copied   chan struct{}           // closed when the spool has taken all the output
+	lifeline *os.File                // the init's config pipe: closing it tells the init we are gone
+	ended    chan jobinit.Report     // the init's report of how the command ended; closed at EOF
+	reaped   sync.Once               // the process is waited for once
+	status   struct{ exit, sig int } // how the process itself ended, once reaped
 }
 
 // pipeSize is the output pipe's buffer: 1 MiB, the default most a user may
@@ -59,7 +71,11 @@ func startProcess(j *Job, path string, out *spool) (_ *process, err error) {
 			err = errors.Join(err, cg.Remove())
 		}
 	}()
-	cred, err := lookupUser(j.User)
+	cred, err := lookupUser(j.User, j.UserNS)
+	if err != nil {
+		return nil, err
+	}
+	null, err := devNull()
 	if err != nil {
 		return nil, err
 	}
@@ -74,19 +90,18 @@ func startProcess(j *Job, path string, out *spool) (_ *process, err error) {
 		rc.Control(func(fd uintptr) { unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
 	}
 
-	p := &process{cg: cg, pipe: pr, copied: make(chan struct{})}
+	p := &process{cg: cg, pipe: pr, copied: make(chan struct{}), jailed: !j.NoJail}
 	attr := &syscall.SysProcAttr{Setpgid: true}
 	if cg != nil && cg.IntoFile() != nil {
 		attr.UseCgroupFD = true
 		attr.CgroupFD = int(cg.IntoFile().Fd())
 	}
-	p.jailed = !j.NoJail
-	// The shim is needed for the jail, and to join a cgroup the kernel
-	// cannot place the process into at birth.
+	// The init is needed for the jail, and to put the command in a cgroup
+	// the kernel cannot place the process into at birth.
 	if p.jailed || (cg != nil && cg.IntoFile() == nil) {
-		err = p.startShim(j, path, cred, attr, pw)
+		err = p.startInit(j, path, cred, attr, []*os.File{null, pw, pw})
 	} else {
-		err = p.startDirect(j, path, cred, attr, pw)
+		err = p.startDirect(j, path, cred, attr, []*os.File{null, pw, pw})
 	}
 	if err != nil {
 		pr.Close()
@@ -99,99 +114,139 @@ func startProcess(j *Job, path string, out *spool) (_ *process, err error) {
 	return p, nil
 }
 
+// devNull is the job's stdin, opened once.
+var devNull = sync.OnceValues(func() (*os.File, error) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, fmt.Errorf("tjob: %w", err)
+	}
+	return f, nil
+})
+
+// spawn starts a process and takes a pidfd of it to wait on.
+func (p *process) spawn(path string, argv []string, attr *os.ProcAttr) error {
+	pidfd := -1
+	attr.Sys.PidFD = &pidfd
+	proc, err := os.StartProcess(path, argv, attr)
+	if err != nil {
+		return err
+	}
+	p.startedAt = time.Now()
+	p.pid, p.os = proc.Pid, proc
+	if err := unix.SetNonblock(pidfd, true); err != nil {
+		unix.Close(pidfd)
+		return fmt.Errorf("tjob: pidfd: %w", err)
+	}
+	p.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
+	return nil
+}
+
 // startDirect runs the command itself: no jail, and a cgroup (if any) that
 // clone3 places it in.
-func (p *process) startDirect(j *Job, path string, cred *syscall.Credential, attr *syscall.SysProcAttr, out *os.File) error {
+func (p *process) startDirect(j *Job, path string, cred *syscall.Credential, attr *syscall.SysProcAttr, files []*os.File) error {
 	attr.Credential = cred
 	if j.Dir != "" {
 		// The child's chdir error would be reported as a failed exec.
 		if fi, err := os.Stat(j.Dir); err != nil {
-			return fmt.Errorf("tjob: chdir %s: %w", j.Dir, errors.Unwrap(err))
+			return fmt.Errorf("tjob: %w", &fs.PathError{Op: "chdir", Path: j.Dir, Err: errors.Unwrap(err)})
 		} else if !fi.IsDir() {
-			return fmt.Errorf("tjob: chdir %s: %w", j.Dir, syscall.ENOTDIR)
+			return fmt.Errorf("tjob: %w", &fs.PathError{Op: "chdir", Path: j.Dir, Err: syscall.ENOTDIR})
 		}
 	}
-	p.cmd = &exec.Cmd{
-		Path:        path,
-		Args:        j.argv(),
-		Dir:         j.Dir,
-		Env:         j.Env,
-		Stdout:      out,
-		Stderr:      out,
-		SysProcAttr: attr,
+	err := p.spawn(path, j.argv(), &os.ProcAttr{Dir: j.Dir, Env: j.Env, Files: files, Sys: attr})
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Op == "fork/exec" {
+		err = &fs.PathError{Op: "exec", Path: path, Err: pe.Err}
 	}
-	if err := p.cmd.Start(); err != nil {
+	if err != nil {
 		return fmt.Errorf("tjob: %w", err)
 	}
-	p.startedAt = time.Now()
 	return nil
 }
 
-// startShim runs the shim (this same binary, see namespace_linux.go), sends
-// it the job, and waits for its word that the command runs, or why not.
-func (p *process) startShim(j *Job, path string, cred *syscall.Credential, attr *syscall.SysProcAttr, out *os.File) error {
-	cfg := shimConfig{
-		Path:       path,
-		Args:       j.argv(),
-		Dir:        j.Dir,
-		Env:        j.Env,
-		Jail:       p.jailed,
-		Hostname:   shortID(j.ID),
-		MaskPaths:  append([]string{j.spoolDir()}, j.MaskPaths...),
-		ReadOnly:   j.ReadOnlyRoot,
-		Credential: cred,
+// startInit runs the init (see internal/jobinit), sends it the job, and
+// waits for its word that the command runs, or why not.
+func (p *process) startInit(j *Job, path string, cred *syscall.Credential, attr *syscall.SysProcAttr, files []*os.File) error {
+	cfg := jobinit.Config{
+		Path:      path,
+		Args:      j.argv(),
+		Dir:       j.Dir,
+		Env:       j.Env,
+		Jail:      p.jailed,
+		Hostname:  shortID(j.ID),
+		MaskPaths: append([]string{j.spoolDir()}, j.MaskPaths...),
+		ReadOnly:  j.ReadOnlyRoot,
+	}
+	if cred != nil {
+		cfg.Credential = &jobinit.Credential{UID: cred.Uid, GID: cred.Gid}
 	}
 	if cfg.Env == nil {
 		cfg.Env = os.Environ()
 	}
-	if p.cg != nil {
-		cfg.ProcsFiles = p.cg.ProcsFiles()
-	}
 	if p.jailed {
-		attr.Cloneflags = jailCloneFlags
+		if err := jailAttr(j, attr); err != nil {
+			return err
+		}
+		if !j.NoSeccomp {
+			prog, err := seccompProgram()
+			if err != nil {
+				return err
+			}
+			cfg.Seccomp = prog
+		}
+	}
+	exe, err := initExecutable()
+	if err != nil {
+		return err
 	}
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("tjob: shim pipe: %w", err)
+		return fmt.Errorf("tjob: init pipe: %w", err)
 	}
 	repR, repW, err := os.Pipe()
 	if err != nil {
 		cfgR.Close()
 		cfgW.Close()
-		return fmt.Errorf("tjob: shim pipe: %w", err)
+		return fmt.Errorf("tjob: init pipe: %w", err)
 	}
-	p.cmd = &exec.Cmd{
-		Path: "/proc/self/exe",
-		Args: []string{shimArg0},
-		// The shim is small: one P, a tight heap, and no second of sleep at
-		// exit in a binary built with -race.
-		Env:         []string{shimEnv + "=1", "GOMAXPROCS=1", "GOGC=50", "GORACE=atexit_sleep_ms=0"},
-		Stdout:      out,
-		Stderr:      out,
-		ExtraFiles:  []*os.File{cfgR, repW}, // fd 3 and fd 4 in the shim
-		SysProcAttr: attr,
-	}
-	err = p.cmd.Start()
+	// fds 3, 4 and 5 in the init. It is run through its fd: the path to
+	// the binary may not be open to the job's user.
+	files = append(files, cfgR, repW, exe)
+	err = p.spawn(fmt.Sprintf("/proc/self/fd/%d", jobinit.ExeFD), []string{jobinit.Arg0}, &os.ProcAttr{
+		// The init is small: one P, a tight heap, and no second of sleep
+		// at exit in a binary built with -race.
+		Env:   []string{jobinit.MarkerEnv + "=1", "GOMAXPROCS=1", "GOGC=50", "GORACE=atexit_sleep_ms=0"},
+		Files: files,
+		Sys:   attr,
+	})
 	cfgR.Close()
 	repW.Close()
 	if err != nil {
 		cfgW.Close()
 		repR.Close()
-		return fmt.Errorf("tjob: starting jail: %w", err)
+		return fmt.Errorf("tjob: starting the init: %w", err)
 	}
-	p.startedAt = time.Now()
 	p.lifeline = cfgW
+	if !attr.UseCgroupFD && p.cg != nil {
+		// cgroup v1: the init waits for its job, so it runs nothing of
+		// the job before it is in the job's cgroup.
+		if err := p.cg.Join(p.pid); err != nil {
+			p.abort()
+			repR.Close()
+			return err
+		}
+	}
 	if err := json.NewEncoder(cfgW).Encode(&cfg); err != nil {
 		p.abort()
 		repR.Close()
-		return fmt.Errorf("tjob: sending job to jail: %w", err)
+		return fmt.Errorf("tjob: sending the job to the init: %w", err)
 	}
 
-	// The shim's first word says whether the command runs. In exec mode
-	// (no jail) the shim becomes the command and its report pipe closes on
-	// exec: EOF means it runs.
+	// The init's first word says whether the command runs. Without a jail
+	// the init becomes the command and its report pipe closes on exec:
+	// EOF means it runs.
 	rep := bufio.NewReader(repR)
-	first, err := readShimMsg(rep)
+	first, err := readReport(rep)
 	switch {
 	case err == io.EOF && !p.jailed:
 		repR.Close()
@@ -199,49 +254,118 @@ func (p *process) startShim(j *Job, path string, cred *syscall.Credential, attr 
 	case err != nil:
 		p.abort()
 		repR.Close()
-		return fmt.Errorf("tjob: jail did not start %s: %w", j.Path, p.shimDied(err))
-	case first.Err != "":
+		return fmt.Errorf("tjob: the init did not start %s: %w", j.Path, p.initDied(err))
+	case first.Err != nil:
 		p.abort()
 		repR.Close()
-		return fmt.Errorf("tjob: %s", first.Err)
+		return fmt.Errorf("tjob: %w", first.Err.Err())
 	}
-	// The jail's init counts against the job's memory; when the job runs
-	// out, the kernel should kill the job's process, not the init that
-	// reports on it. The command was forked before this, so it keeps the
-	// usual score. Best effort: it needs CAP_SYS_RESOURCE.
-	os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.pid()), []byte("-999"), 0)
-	p.ended = make(chan shimMsg, 1)
+	// The init counts against the job's memory; when the job runs out, the
+	// kernel should kill the job's process, not the init that reports on
+	// it. The command was forked before this, so it keeps the usual score.
+	// Best effort: it needs CAP_SYS_RESOURCE.
+	os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.pid), []byte("-999"), 0)
+	p.ended = make(chan jobinit.Report, 1)
 	go func() {
 		defer repR.Close()
 		defer close(p.ended)
-		if m, err := readShimMsg(rep); err == nil {
+		if m, err := readReport(rep); err == nil {
 			p.ended <- m
 		}
 	}()
 	return nil
 }
 
-// abort ends a shim that failed to start the command.
+func readReport(r *bufio.Reader) (jobinit.Report, error) {
+	var m jobinit.Report
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		if err == io.EOF && len(line) == 0 {
+			return m, io.EOF
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return m, err
+	}
+	if err := json.Unmarshal(line, &m); err != nil {
+		return m, fmt.Errorf("the init's report: %w", err)
+	}
+	return m, nil
+}
+
+// abort ends an init that failed to start the command.
 func (p *process) abort() {
 	if p.lifeline != nil {
 		p.lifeline.Close()
 	}
-	p.cmd.Process.Kill()
-	p.cmd.Wait()
+	p.signal(unix.SIGKILL)
+	p.reap()
 }
 
-// shimDied explains a shim that ended without a word.
-func (p *process) shimDied(err error) error {
+// initDied explains an init that ended without a word.
+func (p *process) initDied(err error) error {
 	if err != io.EOF {
 		return err
 	}
-	if p.cmd.ProcessState != nil {
-		return fmt.Errorf("jail exited: %s", p.cmd.ProcessState)
+	exit, sig := p.reap()
+	if sig != 0 {
+		return fmt.Errorf("init killed by signal %d", sig)
 	}
-	return errors.New("jail exited")
+	return fmt.Errorf("init exited with status %d", exit)
 }
 
-func (p *process) pid() int { return p.cmd.Process.Pid }
+// signal sends sig to the process itself, through its pidfd: never to
+// another process that got its pid after it was reaped.
+func (p *process) signal(sig unix.Signal) {
+	if rc, err := p.pidfd.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.PidfdSendSignal(int(fd), sig, nil, 0) })
+	}
+}
+
+// reap waits for the process to end and reaps it, once, without holding a
+// thread: the runtime's poller wakes the waiter when the pidfd becomes
+// readable. It returns the exit code, or the signal that killed it.
+func (p *process) reap() (exit, sig int) {
+	p.reaped.Do(func() {
+		rc, err := p.pidfd.SyscallConn()
+		if err != nil {
+			p.status.exit = -1
+			return
+		}
+		var info siginfoChild
+		var werr error
+		rc.Read(func(fd uintptr) bool {
+			info = siginfoChild{}
+			werr = unix.Waitid(unix.P_PIDFD, int(fd), (*unix.Siginfo)(unsafe.Pointer(&info)), unix.WEXITED|unix.WNOHANG, nil)
+			return werr != unix.EAGAIN && werr != unix.EINTR && (werr != nil || info.Pid != 0)
+		})
+		switch {
+		case werr != nil:
+			p.status.exit = -1
+		case info.Code == cldExited:
+			p.status.exit = int(info.Status)
+		default: // killed, or dumped core
+			p.status.sig = int(info.Status)
+		}
+		p.pidfd.Close()
+		p.os.Release()
+	})
+	return p.status.exit, p.status.sig
+}
+
+// siginfoChild is the part of siginfo_t that waitid(2) fills for a child,
+// on 64-bit Linux.
+type siginfoChild struct {
+	Signo, Errno, Code int32
+	_                  int32
+	Pid                int32
+	UID                uint32
+	Status             int32
+	_                  [100]byte
+}
+
+const cldExited = 1 // CLD_EXITED
 
 // terminate asks the job to end: SIGTERM to each of its processes. Where
 // the job has a cgroup, tjob signals every process in it itself, as
@@ -257,9 +381,9 @@ func (p *process) terminate() {
 		}
 		fallthrough // the cgroup is gone: the group, or the init, then
 	case p.jailed:
-		p.cmd.Process.Signal(syscall.SIGTERM)
+		p.signal(unix.SIGTERM)
 	default:
-		syscall.Kill(-p.pid(), syscall.SIGTERM)
+		syscall.Kill(-p.pid, syscall.SIGTERM)
 	}
 }
 
@@ -267,7 +391,7 @@ func (p *process) terminate() {
 // it ended; 0 without a jail.
 func (p *process) initPid() int {
 	if p.jailed {
-		return p.pid()
+		return p.pid
 	}
 	return 0
 }
@@ -280,8 +404,8 @@ func (p *process) kill() {
 		p.cg.Kill(p.initPid())
 	}
 	if !p.jailed {
-		syscall.Kill(-p.pid(), syscall.SIGKILL)
-		p.cmd.Process.Kill()
+		syscall.Kill(-p.pid, syscall.SIGKILL)
+		p.signal(unix.SIGKILL)
 	} else if p.cg == nil {
 		p.killAll() // no cgroup to tell the init's processes apart
 	}
@@ -293,21 +417,24 @@ func (p *process) killAll() {
 		p.cg.Kill(0)
 	}
 	if !p.jailed {
-		syscall.Kill(-p.pid(), syscall.SIGKILL)
+		syscall.Kill(-p.pid, syscall.SIGKILL)
 	}
-	p.cmd.Process.Kill()
+	p.signal(unix.SIGKILL)
 }
 
 // wait waits for the job's process to end, then kills what it left behind,
 // takes the rest of its output and removes its cgroup.
 func (p *process) wait() result {
 	var res result
-	p.cmd.Wait()
+	exit, sig := p.reap()
 	res.endedAt = time.Now()
-	res.exit, res.signal = exitCode(p.cmd.ProcessState.Sys().(syscall.WaitStatus))
+	res.exit, res.signal = int64(exit), syscall.Signal(sig)
+	if sig != 0 {
+		res.exit = 128 + int64(sig)
+	}
 	if p.ended != nil {
-		// The jail's init reports the command's own end; its own exit
-		// status only matters when it was killed before it could.
+		// The init reports the command's own end; its own exit status
+		// only matters when it was killed before it could.
 		if m, ok := <-p.ended; ok && m.Ended {
 			res.exit, res.signal = m.Exit, syscall.Signal(m.Signal)
 		}
@@ -323,7 +450,7 @@ func (p *process) wait() result {
 		}
 	}
 	if !p.jailed {
-		syscall.Kill(-p.pid(), syscall.SIGKILL)
+		syscall.Kill(-p.pid, syscall.SIGKILL)
 	}
 
 	timer := time.NewTimer(waitDelay)
@@ -346,14 +473,26 @@ func (p *process) wait() result {
 	return res
 }
 
-// lookupUser turns Job.User into credentials; nil when empty.
-func lookupUser(name string) (*syscall.Credential, error) {
+// lookupUser turns Job.User into credentials; nil when empty. In a user
+// namespace the IDs are the namespace's, and must be mapped.
+func lookupUser(name string, ns IDMap) (*syscall.Credential, error) {
+	cred, err := parseUser(name)
+	if err != nil || cred == nil || ns.Size == 0 {
+		return cred, err
+	}
+	if cred.Uid >= ns.Size || cred.Gid >= ns.Size {
+		return nil, fmt.Errorf("tjob: %w: User %q: IDs %d:%d are outside the job's user namespace (0 to %d)", ErrInvalid, name, cred.Uid, cred.Gid, ns.Size-1)
+	}
+	return cred, nil
+}
+
+func parseUser(name string) (*syscall.Credential, error) {
 	if name == "" {
 		return nil, nil
 	}
 	uidStr, gidStr, hasGID := strings.Cut(name, ":")
 	if uid, err := strconv.ParseUint(uidStr, 10, 32); err == nil {
-		cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), NoSetGroups: false}
+		cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}
 		if hasGID {
 			gid, err := strconv.ParseUint(gidStr, 10, 32)
 			if err != nil {

@@ -11,11 +11,14 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/neildo/tjob/internal/testkit"
@@ -161,4 +164,250 @@ func TestSecurityProcSysReadOnly(t *testing.T) {
 		t.Fatalf("from inside a job:\n%s", out)
 	}
 	securityReport(t, "security: host kernel settings in /proc/sys are read-only to a job", "%q", strings.Split(out, "\n"))
+}
+
+// testUserNS is the host ID range the tests' user namespaces map to.
+var testUserNS = IDMap{HostID: 1_500_000_000, Size: 65536}
+
+// jobDir is a directory a job in testUserNS may work in: under /var/tmp,
+// which jobs see, owned by the job's root.
+func jobDir(t testing.TB) string {
+	t.Helper()
+	dir := testkit.JobVisible(t)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, int(testUserNS.HostID), int(testUserNS.HostID)); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// hostSecrets makes what a job must not reach on the host: a file only
+// root may read, a unix socket only root may connect to (it answers a
+// secret), and a key in root's user keyring. It returns their paths and
+// the key's description; all are gone when t ends.
+func hostSecrets(t *testing.T) (file, socket, key string) {
+	t.Helper()
+	dir := testkit.JobVisible(t)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file = filepath.Join(dir, "secret")
+	if err := os.WriteFile(file, []byte("host secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	socket = filepath.Join(dir, "root.sock")
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(socket, 0o660); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("answered as root"))
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	key = fmt.Sprintf("tjob-test-%d", os.Getpid())
+	id, err := unix.AddKey("user", key, []byte("host key secret"), unix.KEY_SPEC_USER_KEYRING)
+	if err != nil {
+		t.Skipf("cannot add a key to root's keyring: %v", err)
+	}
+	t.Cleanup(func() { unix.KeyctlInt(unix.KEYCTL_UNLINK, id, unix.KEY_SPEC_USER_KEYRING, 0, 0) })
+	return file, socket, key
+}
+
+// hostKey reads a key of root's user keyring; "" when there is none.
+func hostKey(desc string) string {
+	ring, err := unix.KeyctlGetKeyringID(unix.KEY_SPEC_USER_KEYRING, false)
+	if err != nil {
+		return ""
+	}
+	id, err := unix.KeyctlSearch(ring, "user", desc, 0)
+	if err != nil {
+		return ""
+	}
+	buf := make([]byte, 256)
+	n, _ := unix.KeyctlBuffer(unix.KEYCTL_READ, id, buf, 0)
+	unix.KeyctlInt(unix.KEYCTL_UNLINK, id, ring, 0, 0)
+	return string(buf[:min(n, len(buf))])
+}
+
+// memoryLimit reads a running job's memory limit from the host.
+func memoryLimit(t *testing.T, j *Job) string {
+	t.Helper()
+	dir := jobCgroup(t, j).(cgroupDirer).dirOf("memory")
+	for _, f := range []string{"memory.max", "memory.limit_in_bytes"} {
+		if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	t.Fatalf("no memory limit in %s", dir)
+	return ""
+}
+
+// TestSecurityJailAttacks runs, as a jailed job in a user namespace, what a
+// hostile user with a valid certificate tried: attach to the jail's init
+// and borrow its threads' capabilities, lift its own limits through a
+// cgroup mount of its own, reach root's files, sockets and keys, and keep
+// file descriptors it was not given. Each is refused. (Each succeeded
+// before the user namespace, the seccomp filter and the init's hardening.)
+// Without the seccomp filter the kernel's own checks still hold: the job
+// may then make a user namespace of its own, but its root there is still
+// an unprivileged user on the host, and its limits stay.
+func TestSecurityJailAttacks(t *testing.T) {
+	requireRoot(t)
+	requireCgroups(t)
+	file, socket, key := hostSecrets(t)
+	// A descriptor this process has without close-on-exec, as a server
+	// started by a careless parent would.
+	leak, err := syscall.Open(os.DevNull, syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(leak)
+
+	for _, filtered := range []bool{true, false} {
+		name := map[bool]string{true: "seccomp", false: "no seccomp"}[filtered]
+		t.Run(name, func(t *testing.T) {
+			planted := key + "-planted"
+			defer hostKey(planted)
+			j := newTestJob(t, "sh", "-c", `"$0" "$@"; echo probe done; exec sleep 1000`, testkit.Probe(t),
+				"-read", file, "-read", "/root/.tjob-nonexistent", "-connect", socket, "-key", key, "-plant", planted, "-cgroup-attack")
+			j.UserNS = testUserNS
+			j.NoSeccomp = !filtered
+			j.Dir = jobDir(t)
+			j.ReadOnlyRoot = true
+			j.MemoryMB = 64
+			done := j.Run()
+			waitOutput(t, j, "probe done\n")
+			limit := memoryLimit(t, j)
+			j.Stop()
+			final(t, done)
+			out := string(readAll(t, j, false))
+			t.Logf("the probe says:\n%s", out)
+			got := testkit.ProbeResults(out)
+
+			refused := []string{"ptrace init", "read /proc/1/mem", "raise init oom_score_adj",
+				"read " + file, "connect " + socket, "read key " + key, "cgroup attack", "mount tmpfs"}
+			if filtered {
+				refused = append(refused, "new user namespace", "keyctl", "bpf", "plant key "+planted)
+			}
+			// Without the filter a key lands in the job's own user's
+			// keyring, not root's: the host's keyring is checked below.
+			for _, name := range refused {
+				if v := got[name]; v == "" || strings.HasPrefix(v, "ok") {
+					t.Errorf("%s: %q, want it refused", name, v)
+				}
+			}
+			if want := fmt.Sprint(64 << 20); limit != want {
+				t.Errorf("the job's memory limit after its attack: %s, want %s", limit, want)
+			}
+			if v := hostKey(planted); v != "" {
+				t.Errorf("the job planted a key in root's keyring: %q", v)
+			}
+			const keptCaps = "00000000a00425fb" // Docker's default set less CAP_MKNOD
+			if got["init threads CapEff"] != keptCaps || got["init threads NoNewPrivs"] != "1" {
+				t.Errorf("the init's threads: CapEff %q, NoNewPrivs %q; want %s and 1 on every one",
+					got["init threads CapEff"], got["init threads NoNewPrivs"], keptCaps)
+			}
+			if got["fds"] != "0 1 2" {
+				t.Errorf("the job has file descriptors %q, want 0 1 2", got["fds"])
+			}
+			for _, l := range strings.Split(strings.Trim(got["cgroup"], `"`), `\n`) {
+				if !strings.HasSuffix(l, ":/") {
+					t.Errorf("the job sees its cgroup as %q, want the root of its cgroup namespace", l)
+				}
+			}
+			if wantSeccomp := map[bool]string{true: "2", false: "0"}[filtered]; got["seccomp"] != wantSeccomp || got["no_new_privs"] != "1" {
+				t.Errorf("seccomp %q, no_new_privs %q: want %s and 1", got["seccomp"], got["no_new_privs"], wantSeccomp)
+			}
+			if got["write workdir"] != "ok" || got["write /tmp"] != "ok" {
+				t.Errorf("the job cannot write its own directory (%s) or /tmp (%s)", got["write workdir"], got["write /tmp"])
+			}
+			securityReport(t, "security: attacks from inside a jailed job (library, user namespace, "+name+")",
+				"ptrace of the init %s, /proc/1/mem %s, raising its oom_score_adj %s; the init's %s threads have CapEff %s and NoNewPrivs %s; "+
+					"new user namespace %s, cgroup-mount attack %s (memory limit on the host still %s); root's 0600 file %s, root's 0660 socket %s, "+
+					"root's key %s, planting a key %s; keyctl %s, bpf %s, mount %s; seccomp %s; fds %q; cgroup %s",
+				got["ptrace init"], got["read /proc/1/mem"], got["raise init oom_score_adj"], got["init threads"], got["init threads CapEff"],
+				got["init threads NoNewPrivs"], got["new user namespace"], got["cgroup attack"], limit, got["read "+file], got["connect "+socket],
+				got["read key "+key], got["plant key "+planted], got["keyctl"], got["bpf"], got["mount tmpfs"], got["seccomp"], got["fds"], got["cgroup"])
+		})
+	}
+}
+
+// TestUserNSJobsStillWork: in a user namespace, under the seccomp filter,
+// a job still does what jobs do: ping its loopback, write its directory and
+// /tmp, run out of memory and say so, exit with its code or die by its
+// signal, and stop by SIGTERM, or SIGKILL when it ignores that.
+func TestUserNSJobsStillWork(t *testing.T) {
+	requireRoot(t)
+	requireCgroups(t)
+	job := func(t *testing.T, script string) *Job {
+		j := newTestJob(t, "sh", "-c", script)
+		j.UserNS = testUserNS
+		j.Dir = jobDir(t)
+		j.ReadOnlyRoot = true
+		return j
+	}
+	t.Run("ping", func(t *testing.T) {
+		if _, err := exec.LookPath("ping"); err != nil {
+			t.Skip("no ping here (apt-get install iputils-ping)")
+		}
+		j := job(t, "ping -c 1 -W 5 127.0.0.1")
+		if st := final(t, j.Run()); st.Exit != 0 {
+			t.Fatalf("ping: %v\n%s", st, readAll(t, j, false))
+		}
+	})
+	t.Run("files", func(t *testing.T) {
+		j := job(t, "echo mine > f && cat f && echo tmp > /tmp/f && cat /tmp/f && id -u")
+		if st := final(t, j.Run()); st.Exit != 0 {
+			t.Fatalf("%v\n%s", st, readAll(t, j, false))
+		}
+		if out := string(readAll(t, j, false)); out != "mine\ntmp\n0\n" {
+			t.Fatalf("output %q, want mine, tmp and uid 0", out)
+		}
+		fi, err := os.Stat(filepath.Join(j.Dir, "f"))
+		if err != nil || fi.Sys().(*syscall.Stat_t).Uid != testUserNS.HostID {
+			t.Fatalf("the job's file on the host: %v, want it owned by host uid %d", err, testUserNS.HostID)
+		}
+	})
+	t.Run("out of memory", func(t *testing.T) {
+		j := job(t, "dd if=/dev/zero of=/dev/null bs=100M count=1")
+		j.MemoryMB = 20
+		st := final(t, j.Run())
+		if !st.OOMKilled || st.Exit != 137 {
+			t.Fatalf("status %v (exit %d, OOMKilled %v), want out of memory", st, st.Exit, st.OOMKilled)
+		}
+	})
+	t.Run("exit codes", func(t *testing.T) {
+		for script, want := range map[string]int64{"exit 7": 7, "kill -TERM $$": 143, "kill -SEGV $$": 139} {
+			if st := final(t, job(t, script).Run()); st.Exit != want {
+				t.Errorf("%q: exit %d, want %d", script, st.Exit, want)
+			}
+		}
+	})
+	t.Run("stop", func(t *testing.T) {
+		for script, want := range map[string]syscall.Signal{
+			"echo ready; exec sleep 1000":                            syscall.SIGTERM,
+			`trap "" TERM; echo ready; while :; do sleep 0.05; done`: syscall.SIGKILL,
+		} {
+			j := job(t, script)
+			j.GracePeriod = 300 * time.Millisecond
+			done := j.Run()
+			waitOutput(t, j, "ready\n")
+			j.Stop()
+			if st := final(t, done); st.Signal != want || !st.StopRequested {
+				t.Errorf("%q stopped: %v, want ended by %v", script, st, want)
+			}
+		}
+	})
 }

@@ -7,9 +7,12 @@ package testkit
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -112,3 +115,60 @@ func ScaledDown() bool {
 
 // Soak: TJOB_SOAK=1 runs the long versions (CI turns it on once).
 func Soak() bool { return os.Getenv("TJOB_SOAK") == "1" }
+
+// Probe returns the path of the tjob-probe binary (test/probe), which a job
+// of any user may run: $TJOB_PROBE where the tests have no Go toolchain
+// (the VM), or else built once, static, into a directory open to everyone.
+func Probe(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("TJOB_PROBE"); p != "" {
+		return p
+	}
+	probe.once.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		dir, err := os.MkdirTemp("/var/tmp", ".tjob-probe-")
+		if err == nil {
+			err = os.Chmod(dir, 0o755)
+		}
+		if err != nil {
+			probe.err = err
+			return
+		}
+		probe.path = filepath.Join(dir, "tjob-probe")
+		cmd := exec.Command("go", "build", "-o", probe.path, "./test/probe")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			probe.err = fmt.Errorf("go build ./test/probe: %v\n%s", err, out)
+		}
+	})
+	if probe.err != nil {
+		t.Fatal(probe.err)
+	}
+	return probe.path
+}
+
+var probe struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// RemoveProbe removes the probe Probe built, if it built one; for TestMain.
+func RemoveProbe() {
+	if probe.path != "" && os.Getenv("TJOB_PROBE") == "" {
+		os.RemoveAll(filepath.Dir(probe.path))
+	}
+}
+
+// ProbeResults parses the probe's "name: result" lines.
+func ProbeResults(out string) map[string]string {
+	got := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok {
+			got[k] = v
+		}
+	}
+	return got
+}

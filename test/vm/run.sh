@@ -136,6 +136,9 @@ for dir in $pkgdirs; do
 	echo "$dir $name" >>"$R/vmtest/tests"
 done
 [ -s "$R/vmtest/tests" ] || die "no test packages selected (VMTEST_PKGS=${VMTEST_PKGS:-})"
+# The probe that security tests run as a job (see internal/testkit.Probe).
+say "building tjob-probe"
+(cd "$REPO" && go build -o "$R/vmtest/bin/tjob-probe" ./test/probe) || die "cannot build test/probe"
 if [ -n "$bins" ] && compgen -G "$REPO/service/tjobs/*.go" >/dev/null; then
 	say "building tjobs"
 	(cd "$REPO/service" && go build -o "$R/vmtest/bin/tjobs" ./tjobs) || die "cannot build tjobs"
@@ -147,7 +150,7 @@ fi
 
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # quote for the guest's sh
 cat >"$R/vmtest/env" <<EOF
-export TJOB_REQUIRE_CGROUP=v2 TJOB_TEST_BLOCKDIR=/mnt/disk TJOB_BIN_DIR=/vmtest/bin
+export TJOB_REQUIRE_CGROUP=v2 TJOB_TEST_BLOCKDIR=/mnt/disk TJOB_BIN_DIR=/vmtest/bin TJOB_PROBE=/vmtest/bin/tjob-probe
 export VMTEST_RUN=$(q "${VMTEST_RUN:-}") VMTEST_SKIP=$(q "${VMTEST_SKIP:-}")
 export VMTEST_TEST_TIMEOUT=$(q "$TEST_TIMEOUT")
 export VMTEST_SELFCHECK_BREAK=$(q "${VMTEST_SELFCHECK_BREAK:-}")
