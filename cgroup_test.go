@@ -687,7 +687,7 @@ func TestCgroupCleanupStale(t *testing.T) {
 	if err := orphan.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { orphan.Process.Kill(); orphan.Wait() }()
+	defer orphan.Process.Kill()
 
 	stale := fmt.Sprintf("owner-%d-%d", dead.Process.Pid, deadStart)
 	reused := fmt.Sprintf("owner-%d-%d", live.Process.Pid, liveStart+1) // pid reused by another process
@@ -701,6 +701,12 @@ func TestCgroupCleanupStale(t *testing.T) {
 	for _, d := range dirsOf(stale) {
 		if err := os.WriteFile(filepath.Join(d, "job1", "cgroup.procs"), []byte(strconv.Itoa(orphan.Process.Pid)), 0); err != nil {
 			t.Fatal(err)
+		}
+		// Frozen on its own, as an owner that crashed while it killed the
+		// job leaves it: the process dies only once the cleanup thaws it.
+		for _, f := range []string{"freezer.state", "cgroup.freeze"} {
+			v := map[string]string{"freezer.state": "FROZEN", "cgroup.freeze": "1"}[f]
+			os.WriteFile(filepath.Join(d, "job1", f), []byte(v), 0)
 		}
 	}
 	for _, d := range dirsOf(locked) {
@@ -752,7 +758,17 @@ func TestCgroupCleanupStale(t *testing.T) {
 			}
 		}
 	}
-	err = orphan.Wait()
+	waited := make(chan error, 1)
+	go func() { waited <- orphan.Wait() }()
+	select {
+	case err = <-waited:
+	case <-time.After(30 * time.Second):
+		for _, d := range dirsOf(stale) { // let the deferred kill end it
+			os.WriteFile(filepath.Join(d, "job1", "freezer.state"), []byte("THAWED"), 0)
+			os.WriteFile(filepath.Join(d, "job1", "cgroup.freeze"), []byte("0"), 0)
+		}
+		t.Fatal("the process in the stale cgroup is still there 30 s after the cleanup (frozen?)")
+	}
 	if ws, ok := orphan.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
 		t.Errorf("the process in the stale cgroup: %v, want killed", err)
 	}

@@ -319,11 +319,14 @@ func killV1(dirs []string, spare int) error {
 		waitFreezer(freezer, "FROZEN")
 	}
 	_, err := signalProcs(dirs, unix.SIGKILL, spare)
-	if frozen {
-		if os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("THAWED"), 0) == nil {
-			waitFreezer(freezer, "THAWED")
-		}
-	} else {
+	if freezer != "" {
+		// Killed processes die only once thawed. A cgroup below that
+		// was frozen on its own (a job being killed when its owner
+		// crashed) stays frozen when its parent thaws: thaw them all.
+		thawTree(freezer)
+		waitFreezer(freezer, "THAWED")
+	}
+	if !frozen {
 		lift()
 	}
 	if err != nil {
@@ -337,6 +340,16 @@ func killV1(dirs []string, spare int) error {
 		return fmt.Errorf("tjob: cgroup %s: processes still there %v after SIGKILL", dirs[0], killTimeout)
 	}
 	return nil
+}
+
+// thawTree thaws freezer cgroup dir and every cgroup below it.
+func thawTree(dir string) {
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.WriteFile(filepath.Join(p, "freezer.state"), []byte("THAWED"), 0)
+		}
+		return nil
+	})
 }
 
 // waitFreezer waits a little for freezer.state to take: a task stuck in the

@@ -3,7 +3,6 @@ package tjob
 import (
 	"fmt"
 	"os"
-	"sync"
 	"syscall"
 
 	"github.com/neildo/tjob/internal/jobinit"
@@ -71,14 +70,14 @@ func validateUserNS(j *Job) error {
 	return nil
 }
 
-// initExecutable is the init's binary, opened once: the running program.
-// The init is started through this file descriptor, not a path, so that it
-// starts in a user namespace whose root may not search the directories on
-// the way to the binary (go test builds in a 0700 directory).
-var initExecutable = sync.OnceValues(func() (*os.File, error) {
+// openInit opens the init's binary: the running program. The init is
+// started through this file descriptor, not a path, so that it starts in a
+// user namespace whose root may not search the directories on the way to
+// the binary (go test builds in a 0700 directory).
+func openInit() (*os.File, error) {
 	f, err := os.Open("/proc/self/exe")
 	if err != nil {
 		return nil, fmt.Errorf("tjob: opening the init's binary: %w", err)
 	}
 	return f, nil
-})
+}

@@ -75,10 +75,11 @@ func startProcess(j *Job, path string, out *spool) (_ *process, err error) {
 	if err != nil {
 		return nil, err
 	}
-	null, err := devNull()
+	null, err := os.Open(os.DevNull) // the job's stdin
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tjob: %w", err)
 	}
+	defer null.Close()
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("tjob: output pipe: %w", err)
@@ -113,15 +114,6 @@ func startProcess(j *Job, path string, out *spool) (_ *process, err error) {
 	}()
 	return p, nil
 }
-
-// devNull is the job's stdin, opened once.
-var devNull = sync.OnceValues(func() (*os.File, error) {
-	f, err := os.Open(os.DevNull)
-	if err != nil {
-		return nil, fmt.Errorf("tjob: %w", err)
-	}
-	return f, nil
-})
 
 // spawn starts a process and takes a pidfd of it to wait on.
 func (p *process) spawn(path string, argv []string, attr *os.ProcAttr) error {
@@ -195,10 +187,11 @@ func (p *process) startInit(j *Job, path string, cred *syscall.Credential, attr 
 			cfg.Seccomp = prog
 		}
 	}
-	exe, err := initExecutable()
+	exe, err := openInit()
 	if err != nil {
 		return err
 	}
+	defer exe.Close()
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("tjob: init pipe: %w", err)

@@ -11,7 +11,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,71 +173,10 @@ var testUserNS = IDMap{HostID: 1_500_000_000, Size: 65536}
 func jobDir(t testing.TB) string {
 	t.Helper()
 	dir := testkit.JobVisible(t)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	if err := os.Chown(dir, int(testUserNS.HostID), int(testUserNS.HostID)); err != nil {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-// hostSecrets makes what a job must not reach on the host: a file only
-// root may read, a unix socket only root may connect to (it answers a
-// secret), and a key in root's user keyring. It returns their paths and
-// the key's description; all are gone when t ends.
-func hostSecrets(t *testing.T) (file, socket, key string) {
-	t.Helper()
-	dir := testkit.JobVisible(t)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	file = filepath.Join(dir, "secret")
-	if err := os.WriteFile(file, []byte("host secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	socket = filepath.Join(dir, "root.sock")
-	l, err := net.Listen("unix", socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(socket, 0o660); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("answered as root"))
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { l.Close() })
-	key = fmt.Sprintf("tjob-test-%d", os.Getpid())
-	id, err := unix.AddKey("user", key, []byte("host key secret"), unix.KEY_SPEC_USER_KEYRING)
-	if err != nil {
-		t.Skipf("cannot add a key to root's keyring: %v", err)
-	}
-	t.Cleanup(func() { unix.KeyctlInt(unix.KEYCTL_UNLINK, id, unix.KEY_SPEC_USER_KEYRING, 0, 0) })
-	return file, socket, key
-}
-
-// hostKey reads a key of root's user keyring; "" when there is none.
-func hostKey(desc string) string {
-	ring, err := unix.KeyctlGetKeyringID(unix.KEY_SPEC_USER_KEYRING, false)
-	if err != nil {
-		return ""
-	}
-	id, err := unix.KeyctlSearch(ring, "user", desc, 0)
-	if err != nil {
-		return ""
-	}
-	buf := make([]byte, 256)
-	n, _ := unix.KeyctlBuffer(unix.KEYCTL_READ, id, buf, 0)
-	unix.KeyctlInt(unix.KEYCTL_UNLINK, id, ring, 0, 0)
-	return string(buf[:min(n, len(buf))])
 }
 
 // memoryLimit reads a running job's memory limit from the host.
@@ -266,7 +204,7 @@ func memoryLimit(t *testing.T, j *Job) string {
 func TestSecurityJailAttacks(t *testing.T) {
 	requireRoot(t)
 	requireCgroups(t)
-	file, socket, key := hostSecrets(t)
+	file, socket, key := testkit.HostSecrets(t)
 	// A descriptor this process has without close-on-exec, as a server
 	// started by a careless parent would.
 	leak, err := syscall.Open(os.DevNull, syscall.O_RDONLY, 0)
@@ -279,7 +217,7 @@ func TestSecurityJailAttacks(t *testing.T) {
 		name := map[bool]string{true: "seccomp", false: "no seccomp"}[filtered]
 		t.Run(name, func(t *testing.T) {
 			planted := key + "-planted"
-			defer hostKey(planted)
+			defer testkit.HostKey(planted)
 			j := newTestJob(t, "sh", "-c", `"$0" "$@"; echo probe done; exec sleep 1000`, testkit.Probe(t),
 				"-read", file, "-read", "/root/.tjob-nonexistent", "-connect", socket, "-key", key, "-plant", planted, "-cgroup-attack")
 			j.UserNS = testUserNS
@@ -311,7 +249,7 @@ func TestSecurityJailAttacks(t *testing.T) {
 			if want := fmt.Sprint(64 << 20); limit != want {
 				t.Errorf("the job's memory limit after its attack: %s, want %s", limit, want)
 			}
-			if v := hostKey(planted); v != "" {
+			if v := testkit.HostKey(planted); v != "" {
 				t.Errorf("the job planted a key in root's keyring: %q", v)
 			}
 			const keptCaps = "00000000a00425fb" // Docker's default set less CAP_MKNOD

@@ -52,13 +52,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// build builds tjob and tjobs from this tree into dir.
+// build builds tjob and tjobs from this tree into dir, static as the
+// Makefile builds them.
 func build(dir string) error {
 	for _, b := range []struct{ name, moduleDir string }{
 		{"tjob", ".."},
 		{"tjobs", "../../service"},
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), "./"+b.name)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Dir = b.moduleDir
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %v\n%s", b.name, err, out)

@@ -639,3 +639,63 @@ func execTjobs(dir string, args ...string) *exec.Cmd {
 	cmd.Dir = dir
 	return cmd
 }
+
+// TestReliabilityManySleepers: thousands of jobs that sleep cost tjobs a
+// bounded number of OS threads, because it waits for each through a pidfd
+// in Go's poller, not with a thread blocked in wait(2). The soak runs
+// 3,000; make test 300 (60 in the VM).
+func TestReliabilityManySleepers(t *testing.T) {
+	n := 300
+	switch {
+	case soak():
+		n = 3000
+	case scaledDown():
+		n = 60
+	}
+	const maxThreads = 64
+	e := newEnv(t)
+	pid := e.srv.Process.Pid
+	threads0 := procStatus(pid, "Threads")
+	c := e.client(t, "cli")
+	ids := make([]string, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 16 {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n && !t.Failed(); i = int(next.Add(1)) - 1 {
+				resp, err := c.Run(ctxT(t), &tjobv1.RunRequest{Path: "sleep", Args: []string{"1000"}})
+				if err != nil || resp.GetStatus().GetState() != tjobv1.State_STATE_RUNNING {
+					t.Errorf("Run %d: %v %v", i, err, resp.GetStatus())
+					return
+				}
+				ids[i] = resp.GetJobId()
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	if t.Failed() {
+		return
+	}
+	threads := procStatus(pid, "Threads")
+	// A job's tasks: the init's threads and the sleep.
+	tasks := 0
+	for _, d := range testkit.CgroupsNamed(ids[:1]) {
+		for _, f := range []string{"cgroup.threads", "tasks"} {
+			if b, err := os.ReadFile(filepath.Join(d, f)); err == nil {
+				tasks = max(tasks, len(strings.Fields(string(b))))
+			}
+		}
+	}
+	resp, err := c.Status(ctxT(t), &tjobv1.StatusRequest{})
+	if err != nil || len(resp.GetJobs()) != n {
+		t.Fatalf("Status: %d running jobs, %v; want %d", len(resp.GetJobs()), err, n)
+	}
+	if threads > maxThreads {
+		t.Errorf("tjobs has %d OS threads with %d jobs running, want at most %d", threads, n, maxThreads)
+	}
+	report(t, fmt.Sprintf("load: %d sleep jobs at once", n),
+		"all ran (started in %.1fs, 16 Run calls in flight); tjobs had %d OS threads before and %d with them running (bound %d); each job is %d tasks: the init's threads and the command",
+		took.Seconds(), threads0, threads, maxThreads, tasks)
+}

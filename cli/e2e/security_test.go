@@ -400,3 +400,100 @@ func TestSecurityBadServerLimits(t *testing.T) {
 		t.Errorf("spool: %v", ents)
 	}
 }
+
+// TestSecurityJailAttacksViaTjobs: the audit's attacks, run as Bob's job
+// through the real tjobs and CLI, with tjobs's defaults (a user namespace
+// of the job's own, the seccomp filter): attaching to the jail's init,
+// reading root's files (the server's keys among them), connecting to a
+// root-only socket, reading and planting root's keys, lifting the job's
+// limits through a cgroup mount of its own, and keeping file descriptors
+// tjobs inherited. Each is refused.
+func TestSecurityJailAttacksViaTjobs(t *testing.T) {
+	requireRoot(t)
+	file, socket, key := testkit.HostSecrets(t)
+	planted := key + "-planted"
+	defer testkit.HostKey(planted)
+	// A descriptor tjobs inherits without close-on-exec, as from a
+	// careless parent.
+	leak, err := unix.Open(os.DevNull, unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	unix.Close(leak)
+	secret := e.runJob(t, "echo", "a secret of cli's")
+	e.waitJob(t, secret)
+	dir := filepath.Join(e.dir, ".tjob")
+	files := []string{file, filepath.Join(dir, "svc.key"), filepath.Join(dir, "ca.key"), filepath.Join(dir, "spool", secret+".out"), "/etc/shadow"}
+	args := []string{"run", "sh", "-c", `"$0" "$@"; echo probe done; exec sleep 1000`, testkit.Probe(t),
+		"-connect", socket, "-key", key, "-plant", planted, "-cgroup-attack"}
+	for _, f := range files {
+		args = append(args, "-read", f)
+	}
+	r := e.tjobAs(t, "bob", args...)
+	if r.code != 0 {
+		t.Fatalf("run the probe: %v", r)
+	}
+	id := strings.TrimSpace(string(r.stdout))
+	bob := []string{"-cert", ".tjob/bob.crt", "-key", ".tjob/bob.key"}
+	var out string
+	if !eventually(time.Minute, func() bool {
+		out = string(e.ok(t, append([]string{"logs"}, append(bob, id)...)...))
+		return strings.Contains(out, "probe done\n")
+	}) {
+		t.Fatalf("the probe did not finish: %q", out)
+	}
+	// The job's memory limit, seen from the host after its attack.
+	limit := ""
+	for _, d := range testkit.CgroupsNamed([]string{id}) {
+		for _, f := range []string{"memory.max", "memory.limit_in_bytes"} {
+			if b, err := os.ReadFile(filepath.Join(d, f)); err == nil {
+				limit = strings.TrimSpace(string(b))
+			}
+		}
+	}
+	e.ok(t, append([]string{"stop"}, append(bob, id)...)...)
+	t.Logf("the probe says:\n%s", out)
+	got := testkit.ProbeResults(out)
+
+	refused := []string{"ptrace init", "read /proc/1/mem", "raise init oom_score_adj", "new user namespace",
+		"connect " + socket, "read key " + key, "plant key " + planted, "cgroup attack", "mount tmpfs", "keyctl", "bpf"}
+	for _, f := range files {
+		refused = append(refused, "read "+f)
+	}
+	for _, name := range refused {
+		if v := got[name]; v == "" || strings.HasPrefix(v, "ok") {
+			t.Errorf("%s: %q, want it refused", name, v)
+		}
+	}
+	if want := fmt.Sprint(20 << 20); limit != want {
+		t.Errorf("the job's memory limit after its attack: %q, want %s", limit, want)
+	}
+	if v := testkit.HostKey(planted); v != "" {
+		t.Errorf("the job planted a key in root's keyring: %q", v)
+	}
+	if got["init threads CapEff"] != "00000000a00425fb" || got["init threads NoNewPrivs"] != "1" {
+		t.Errorf("the init's threads: CapEff %q, NoNewPrivs %q", got["init threads CapEff"], got["init threads NoNewPrivs"])
+	}
+	if got["fds"] != "0 1 2" || got["seccomp"] != "2" || !strings.HasPrefix(got["uid_map"], `"0 `) || got["uid_map"] == `"0 0 4294967295"` {
+		t.Errorf("fds %q, seccomp %q, uid_map %s: want 0 1 2, a filter, and a user namespace", got["fds"], got["seccomp"], got["uid_map"])
+	}
+	for _, l := range strings.Split(strings.Trim(got["cgroup"], `"`), `\n`) {
+		if !strings.HasSuffix(l, ":/") {
+			t.Errorf("the job sees its cgroup as %q, want the root of its cgroup namespace", l)
+		}
+	}
+	if got["write workdir"] != "ok" || got["write /tmp"] != "ok" {
+		t.Errorf("the job cannot write its own directory (%s) or /tmp (%s)", got["write workdir"], got["write /tmp"])
+	}
+	var reads []string
+	for _, f := range files {
+		reads = append(reads, filepath.Base(f)+" "+got["read "+f])
+	}
+	report(t, "security: attacks from inside a job (Bob's, via tjobs and the CLI)",
+		"ptrace of the init %s, /proc/1/mem %s, its oom_score_adj %s; the init's %s threads CapEff %s NoNewPrivs %s; new user namespace %s; "+
+			"cgroup-mount attack %s (memory limit on the host still %s); %s; root's socket %s; root's key %s, planting one %s; fds %s; seccomp %s; uid_map %s",
+		got["ptrace init"], got["read /proc/1/mem"], got["raise init oom_score_adj"], got["init threads"], got["init threads CapEff"],
+		got["init threads NoNewPrivs"], got["new user namespace"], got["cgroup attack"], limit, strings.Join(reads, ", "),
+		got["connect "+socket], got["read key "+key], got["plant key "+planted], got["fds"], got["seccomp"], got["uid_map"])
+}

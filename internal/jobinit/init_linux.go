@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,6 +28,9 @@ func Main() int {
 	// Namespaces, capabilities and the seccomp filter are set on this
 	// thread, and the command is forked from it: the init must stay on it.
 	runtime.LockOSThread()
+	// It was started through a file descriptor, so the kernel named it
+	// after that ("5"): give it its own name, for ps in the job.
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&[]byte(Arg0 + "\x00")[0])), 0, 0, 0)
 	// The library passed these without close-on-exec; the command must not
 	// inherit them.
 	unix.CloseOnExec(ConfigFD)

@@ -6,6 +6,7 @@ package testkit
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,10 +16,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // JobVisible makes a temporary directory under the current directory, or
-// under /var/tmp when that is in /tmp too, and removes it when t ends.
+// under /var/tmp when that is in /tmp too, open to every user (a job in a
+// user namespace is an unprivileged one on the host), and removes it when t
+// ends.
 func JobVisible(t testing.TB) string {
 	t.Helper()
 	base, err := os.Getwd()
@@ -29,6 +34,9 @@ func JobVisible(t testing.TB) string {
 		base = "/var/tmp"
 	}
 	dir, err := os.MkdirTemp(base, ".tjob-test-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,4 +179,60 @@ func ProbeResults(out string) map[string]string {
 		}
 	}
 	return got
+}
+
+// HostSecrets makes what a job must not reach on the host: a file only
+// root may read, a unix socket only root may connect to (it answers a
+// secret), and a key in root's user keyring. It returns their paths and
+// the key's description; all are gone when t ends.
+func HostSecrets(t testing.TB) (file, socket, key string) {
+	t.Helper()
+	dir := JobVisible(t)
+	file = filepath.Join(dir, "secret")
+	if err := os.WriteFile(file, []byte("host secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	socket = filepath.Join(dir, "root.sock")
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(socket, 0o660); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("answered as root"))
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	key = fmt.Sprintf("tjob-test-%d", os.Getpid())
+	id, err := unix.AddKey("user", key, []byte("host key secret"), unix.KEY_SPEC_USER_KEYRING)
+	if err != nil {
+		t.Skipf("cannot add a key to root's keyring: %v", err)
+	}
+	t.Cleanup(func() { unix.KeyctlInt(unix.KEYCTL_UNLINK, id, unix.KEY_SPEC_USER_KEYRING, 0, 0) })
+	return file, socket, key
+}
+
+// HostKey reads a key of root's user keyring, and removes it; "" when
+// there is none.
+func HostKey(desc string) string {
+	ring, err := unix.KeyctlGetKeyringID(unix.KEY_SPEC_USER_KEYRING, false)
+	if err != nil {
+		return ""
+	}
+	id, err := unix.KeyctlSearch(ring, "user", desc, 0)
+	if err != nil {
+		return ""
+	}
+	buf := make([]byte, 256)
+	n, _ := unix.KeyctlBuffer(unix.KEYCTL_READ, id, buf, 0)
+	unix.KeyctlInt(unix.KEYCTL_UNLINK, id, ring, 0, 0)
+	return string(buf[:min(n, len(buf))])
 }

@@ -153,14 +153,15 @@ type testServer struct {
 	served       chan error
 }
 
-// config is what tests run jobs with: limits loose enough for a shim built
-// with -race on a slow machine.
+// config is what tests run jobs with: limits loose enough for an init built
+// with -race on a slow machine, and tjobs's default user namespaces.
 func testConfig() Config {
 	return Config{
 		CPUPercent:  100,
 		MemoryMB:    512,
 		PidsMax:     256,
 		GracePeriod: time.Second,
+		UserNS:      DefaultUserNS,
 	}
 }
 

@@ -93,6 +93,9 @@ type Config struct {
 	// MaxLogStreams is how many Logs streams one user may have open at
 	// once; zero means DefaultMaxLogStreams.
 	MaxLogStreams int
+	// UserNS is the range of host IDs from which each running job gets a
+	// user namespace of its own (see userns.go); Size 0 runs jobs without.
+	UserNS tjob.IDMap
 }
 
 // Server serves tjob.v1.Job. Make it with New.
@@ -106,6 +109,8 @@ type Server struct {
 	// stopping is canceled when shutdown starts: it ends Logs streams.
 	stopping context.Context
 	stop     context.CancelFunc
+
+	idBlocks *idBlocks // nil without user namespaces
 
 	mu      sync.Mutex // guards the fields below; never held across a wait or a send
 	jobs    map[string]*entry
@@ -144,6 +149,12 @@ func New(cfg Config) (*Server, error) {
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	if err := checkLimits(cfg); err != nil {
 		return nil, err
+	}
+	if err := checkIDRange(cfg.UserNS); err != nil {
+		return nil, err
+	}
+	if cfg.UserNS.Size > 0 {
+		s.idBlocks = newIDBlocks(cfg.UserNS)
 	}
 	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool directory: %w", err)
@@ -245,7 +256,19 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 	if s.isClosing() {
 		return nil, errShuttingDown
 	}
+	if s.idBlocks != nil {
+		ids, ok := s.idBlocks.take()
+		if !ok {
+			return nil, status.Errorf(codes.ResourceExhausted, "no user namespace left: all %d blocks of %d IDs in the server's range are in use by running jobs", s.idBlocks.total(), UserNSBlock)
+		}
+		j.UserNS = ids
+	}
 	j.Run() // the final Status also comes from Summary
+	if s.idBlocks != nil {
+		// The block is the job's until its last process is gone.
+		done := j.Done()
+		go func() { <-done; s.idBlocks.give(j.UserNS) }()
+	}
 	if st := j.Summary(); st.State == tjob.StateFailed && errors.Is(st.Error, tjob.ErrInvalid) {
 		j.Close()
 		return nil, status.Error(codes.InvalidArgument, message(st.Error))

@@ -65,6 +65,8 @@ func serve(args []string, stderr io.Writer) int {
 	pids := fs.Int("pids-max", server.DefaultPidsMax, "processes and threads of each job, at `most`")
 	ioDevs := fs.String("io-devices", "", "comma-separated block `devices` (/dev/sda or MAJOR:MINOR) that -read-bps and\n-write-bps limit; default: the disk behind / (needed when / is not on a disk)")
 	grace := fs.Duration("grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
+	userns := fs.String("userns-range", fmt.Sprintf("%d:%d", server.DefaultUserNS.HostID, server.DefaultUserNS.Size),
+		fmt.Sprintf("host user and group IDs `FIRST:COUNT` for the jobs' user namespaces: each running job's root\nis a host user of its own, with %d IDs; off runs jobs as host root", server.UserNSBlock))
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -97,6 +99,10 @@ func serve(args []string, stderr io.Writer) int {
 		}
 		mask = append(mask, dir)
 	}
+	idRange, err := server.ParseIDRange(*userns)
+	if err != nil {
+		return fail(fmt.Errorf("-userns-range: %w", err))
+	}
 	var devices []string
 	for _, d := range strings.Split(*ioDevs, ",") {
 		if d = strings.TrimSpace(d); d == "" {
@@ -117,6 +123,7 @@ func serve(args []string, stderr io.Writer) int {
 		IODevices:   devices,
 		PidsMax:     *pids,
 		GracePeriod: *grace,
+		UserNS:      idRange,
 		Log:         stderr,
 	})
 	if err != nil {
