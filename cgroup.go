@@ -92,6 +92,11 @@ type cgroup interface {
 	IntoFile() *os.File
 	// Join moves process pid (with all its threads) into the cgroup.
 	Join(pid int) error
+	// LimitCPU sets the CPU limit, which the cgroup is made without: the
+	// jail's init sets the jail up first at full speed (throttled to a
+	// fifth of a CPU, that took five times as long), and the limit is set
+	// before the command starts.
+	LimitCPU() error
 	// Kill kills every process in the cgroup but spare (0: none) and
 	// returns once they are gone. It may be called any number of times,
 	// also concurrently and after Remove.

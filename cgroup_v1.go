@@ -38,6 +38,7 @@ type cgroupV1 struct {
 	ownerDirs []string
 	cg        cgroup1.Cgroup
 	oomFD     int // eventfd of the OOM notification, or -1
+	cpu       int // CPUPercent, set by LimitCPU
 
 	mu      sync.Mutex // orders Kill and Remove
 	removed bool
@@ -55,7 +56,7 @@ func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgr
 		}
 	}
 
-	c := &cgroupV1{byCtrl: map[string]string{}, oomFD: -1}
+	c := &cgroupV1{byCtrl: map[string]string{}, oomFD: -1, cpu: j.CPUPercent}
 	rels := map[string]string{} // controller → job cgroup relative to its mount
 
 	owners.Lock()
@@ -193,11 +194,7 @@ func v1Root(h *hier, ctrl string) (string, error) {
 // v1Resources turns the job's limits into the OCI terms containerd's cgroup1
 // package takes.
 func v1Resources(j *Job, memDir string, devs []devNum) *specs.LinuxResources {
-	var res specs.LinuxResources
-	if j.CPUPercent > 0 {
-		quota, period := int64(j.CPUPercent)*cpuPeriod/100, uint64(cpuPeriod)
-		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
-	}
+	var res specs.LinuxResources // CPU: see LimitCPU
 	if j.MemoryMB > 0 {
 		limit := int64(j.MemoryMB) << 20
 		res.Memory = &specs.LinuxMemory{Limit: &limit}
@@ -251,6 +248,17 @@ func oomKills(memDir string) (uint64, bool) {
 		}
 	}
 	return 0, false
+}
+
+func (c *cgroupV1) LimitCPU() error {
+	if c.cpu == 0 {
+		return nil
+	}
+	quota, period := int64(c.cpu)*cpuPeriod/100, uint64(cpuPeriod)
+	if err := c.cg.Update(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &quota, Period: &period}}); err != nil {
+		return fmt.Errorf("tjob: setting the CPU limit on %s: %w", c, err)
+	}
+	return nil
 }
 
 func (c *cgroupV1) String() string     { return "cgroup " + strings.Join(c.names, ", ") }

@@ -40,6 +40,7 @@ type cgroupV2 struct {
 	ownerDir string
 	mgr      *cgroup2.Manager
 	into     *os.File
+	cpu      int // CPUPercent, set by LimitCPU
 
 	mu      sync.Mutex // orders Kill and Remove
 	removed bool
@@ -149,7 +150,7 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 		}
 		return nil, err
 	}
-	c := &cgroupV2{name: name, dir: dir, ownerDir: ownerDir}
+	c := &cgroupV2{name: name, dir: dir, ownerDir: ownerDir, cpu: j.CPUPercent}
 	defer func() {
 		if err != nil {
 			if c.into != nil {
@@ -173,11 +174,7 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 
 // v2Resources turns the job's limits into containerd's terms.
 func v2Resources(j *Job, dir string, devs []devNum) *cgroup2.Resources {
-	var res cgroup2.Resources
-	if j.CPUPercent > 0 {
-		quota, period := int64(j.CPUPercent)*cpuPeriod/100, uint64(cpuPeriod)
-		res.CPU = &cgroup2.CPU{Max: cgroup2.NewCPUMax(&quota, &period)}
-	}
+	var res cgroup2.Resources // CPU: see LimitCPU
 	if j.MemoryMB > 0 {
 		limit := int64(j.MemoryMB) << 20
 		res.Memory = &cgroup2.Memory{Max: &limit}
@@ -287,6 +284,17 @@ func moveToLeaf(dir string) error {
 		}
 	}
 	return fmt.Errorf("tjob: cgroup %s: processes keep appearing while moving them into %s", dir, leaf)
+}
+
+func (c *cgroupV2) LimitCPU() error {
+	if c.cpu == 0 {
+		return nil
+	}
+	quota, period := int64(c.cpu)*cpuPeriod/100, uint64(cpuPeriod)
+	if err := c.mgr.Update(&cgroup2.Resources{CPU: &cgroup2.CPU{Max: cgroup2.NewCPUMax(&quota, &period)}}); err != nil {
+		return fmt.Errorf("tjob: setting the CPU limit on %s: %w", c, err)
+	}
+	return nil
 }
 
 func (c *cgroupV2) String() string        { return "cgroup " + c.name }

@@ -102,7 +102,12 @@ func startProcess(j *Job, path string, out *spool) (_ *process, err error) {
 	if p.jailed || (cg != nil && cg.IntoFile() == nil) {
 		err = p.startInit(j, path, cred, attr, []*os.File{null, pw, pw})
 	} else {
-		err = p.startDirect(j, path, cred, attr, []*os.File{null, pw, pw})
+		if cg != nil {
+			err = cg.LimitCPU()
+		}
+		if err == nil {
+			err = p.startDirect(j, path, cred, attr, []*os.File{null, pw, pw})
+		}
 	}
 	if err != nil {
 		pr.Close()
@@ -229,6 +234,14 @@ func (p *process) startInit(j *Job, path string, cred *syscall.Credential, attr 
 			return err
 		}
 	}
+	if !p.jailed && p.cg != nil {
+		// Without a jail the init execs the command at once.
+		if err := p.cg.LimitCPU(); err != nil {
+			p.abort()
+			repR.Close()
+			return err
+		}
+	}
 	if err := json.NewEncoder(cfgW).Encode(&cfg); err != nil {
 		p.abort()
 		repR.Close()
@@ -237,9 +250,24 @@ func (p *process) startInit(j *Job, path string, cred *syscall.Credential, attr 
 
 	// The init's first word says whether the command runs. Without a jail
 	// the init becomes the command and its report pipe closes on exec:
-	// EOF means it runs.
+	// EOF means it runs. In the jail it first says that it is ready, and
+	// waits for the CPU limit.
 	rep := bufio.NewReader(repR)
 	first, err := readReport(rep)
+	if err == nil && first.Ready {
+		if p.cg != nil {
+			err = p.cg.LimitCPU()
+		}
+		if err == nil {
+			_, err = cfgW.Write([]byte("g"))
+		}
+		if err != nil {
+			p.abort()
+			repR.Close()
+			return fmt.Errorf("tjob: %w", err)
+		}
+		first, err = readReport(rep)
+	}
 	switch {
 	case err == io.EOF && !p.jailed:
 		repR.Close()

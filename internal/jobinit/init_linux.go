@@ -73,6 +73,10 @@ func Main() int {
 	}
 	// Here, in stage 1 or 2, every thread has only KeptCaps and
 	// no_new_privs.
+	json.NewEncoder(report).Encode(Report{Ready: true})
+	if err := waitGo(lifeline); err != nil {
+		return 137 // the library is gone
+	}
 	pid, err := startCommand(&cfg)
 	if err != nil {
 		return fail(err)
@@ -114,6 +118,19 @@ func readConfig() (raw []byte, lifeline io.Reader, err error) {
 		return nil, nil, fmt.Errorf("init: reading the job: %w", err)
 	}
 	return msg, io.MultiReader(dec.Buffered(), cfgFile), nil
+}
+
+// waitGo waits for the library's "g" on the config pipe.
+func waitGo(r io.Reader) error {
+	var b [1]byte
+	for {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return err
+		}
+		if b[0] == 'g' {
+			return nil
+		}
+	}
 }
 
 // setupJail prepares, in stage 1 and with the privileges of the new

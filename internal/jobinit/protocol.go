@@ -70,6 +70,11 @@ type Credential struct {
 
 // Report is one line the init writes back.
 type Report struct {
+	// Ready: the jail is set up and the init holds no more privilege than
+	// the job; it waits for a "g" on ConfigFD before it starts the
+	// command, so that the library can set the job's CPU limit, which
+	// would have slowed the setup.
+	Ready  bool   `json:",omitempty"`
 	Err    *Error `json:",omitempty"` // the command could not start
 	Pid    int    `json:",omitempty"` // the command runs, as this pid in the jail
 	Ended  bool   `json:",omitempty"` // the command ended, with Exit and Signal
