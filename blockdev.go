@@ -60,8 +60,12 @@ func ioDevices(j *Job) ([]devNum, error) {
 		}
 		dir = wd
 	}
+	paths := []string{dir, "/"}
+	if j.TmpDir != "" {
+		paths = append(paths, j.TmpDir)
+	}
 	var skipped []string
-	for _, p := range []string{dir, "/"} {
+	for _, p := range paths {
 		d, ok, err := deviceOfPath(p)
 		if err != nil {
 			return nil, err

@@ -112,9 +112,17 @@ type Job struct {
 	MaskPaths []string
 
 	// ReadOnlyRoot makes the host's file system read-only inside the jail,
-	// but for Dir and a private, empty /tmp (in memory, counted against
-	// MemoryMB). Without it the job may write wherever its user may.
+	// but for Dir and a private /tmp: TmpDir, or else an empty one in
+	// memory (counted against MemoryMB). Without it the job may write
+	// wherever its user may.
 	ReadOnlyRoot bool
+
+	// TmpDir, with ReadOnlyRoot, is a host directory the job sees as its
+	// /tmp: a workspace on disk, which ReadBPS and WriteBPS throttle and
+	// which may hold more than the job's memory. Nothing else of the host
+	// is writable to the job. With UserNS it must belong to the job's
+	// host IDs.
+	TmpDir string
 
 	// User runs the job as another user: a name, "UID" or "UID:GID".
 	// Empty means the caller's user. With UserNS, the IDs are those of the
@@ -139,8 +147,18 @@ type Job struct {
 
 	// SpoolDir is where the job's output is kept while the Job exists, in
 	// a file named after ID. Empty means a "tjob" folder in os.TempDir().
-	// The file belongs to the Job: Close removes it.
+	// The file belongs to the Job: Close removes it, unless KeepOutput.
 	SpoolDir string
+
+	// KeepOutput leaves the output file in SpoolDir when the Job is
+	// closed, for OpenOutput to read and RemoveOutput to remove: a server
+	// can so keep the output of many ended jobs without keeping the Jobs.
+	KeepOutput bool
+
+	// MaxOutput is the most bytes of output kept; past it the job runs on
+	// as before, its output is read and dropped, and Status says where it
+	// was cut. Zero means no limit.
+	MaxOutput int64
 
 	mu            sync.Mutex
 	state         State
@@ -240,7 +258,7 @@ func (j *Job) start() (*process, *spool, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	out, err := newSpool(j.spoolDir(), j.ID)
+	out, err := newSpool(j.spoolDir(), j.ID, j.MaxOutput)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -267,8 +285,8 @@ func (j *Job) validate() error {
 			return fmt.Errorf("tjob: %w: argument %d contains a NUL byte", ErrInvalid, i)
 		}
 	}
-	if strings.ContainsAny(j.ID, "/\x00") || j.ID == "." || j.ID == ".." {
-		return fmt.Errorf("tjob: %w: job ID %q is not a file name", ErrInvalid, j.ID)
+	if err := checkID(j.ID); err != nil {
+		return err
 	}
 	if j.GracePeriod < 0 {
 		return fmt.Errorf("tjob: %w: negative GracePeriod %v", ErrInvalid, j.GracePeriod)
@@ -276,10 +294,24 @@ func (j *Job) validate() error {
 	if j.NoJail && (j.ReadOnlyRoot || len(j.MaskPaths) > 0) {
 		return fmt.Errorf("tjob: %w: ReadOnlyRoot and MaskPaths need the jail, but NoJail is set", ErrInvalid)
 	}
+	if j.TmpDir != "" && !j.ReadOnlyRoot {
+		return fmt.Errorf("tjob: %w: TmpDir needs ReadOnlyRoot", ErrInvalid)
+	}
+	if j.MaxOutput < 0 {
+		return fmt.Errorf("tjob: %w: negative MaxOutput %d", ErrInvalid, j.MaxOutput)
+	}
 	if err := validateUserNS(j); err != nil {
 		return err
 	}
 	return validateLimits(j)
+}
+
+// checkID refuses a job ID that cannot name its files and cgroup.
+func checkID(id string) error {
+	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
+		return fmt.Errorf("tjob: %w: job ID %q is not a file name", ErrInvalid, id)
+	}
+	return nil
 }
 
 // resolvePath finds the executable as os/exec would, so that a missing
@@ -348,6 +380,12 @@ func (j *Job) wait(ch chan<- Status) {
 // ended. Stopping a job that has ended returns nil; stopping a job that was
 // never run returns ErrNotStarted.
 func (j *Job) Stop() error {
+	return j.StopWithin(0)
+}
+
+// StopWithin is Stop with a grace period of its own; zero means the job's
+// GracePeriod.
+func (j *Job) StopWithin(grace time.Duration) error {
 	j.mu.Lock()
 	if j.state == StateNotStarted {
 		j.mu.Unlock()
@@ -367,7 +405,10 @@ func (j *Job) Stop() error {
 	j.mu.Unlock()
 
 	proc.terminate()
-	timer := time.NewTimer(j.grace())
+	if grace <= 0 {
+		grace = j.grace()
+	}
+	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	select {
 	case <-done:
@@ -429,6 +470,9 @@ func (j *Job) snapshot() Status {
 	st := j.status
 	st.ID = j.ID
 	st.State = j.state
+	if j.out != nil {
+		st.OutputBytes, st.OutputCut = j.out.kept()
+	}
 	if st.Cmd == "" {
 		st.Cmd = j.cmdline()
 	}
@@ -492,7 +536,7 @@ func (j *Job) Close() error {
 		return nil
 	}
 	j.closed = true
-	if j.out != nil {
+	if j.out != nil && !j.KeepOutput {
 		return j.out.remove()
 	}
 	return nil

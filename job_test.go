@@ -552,3 +552,18 @@ func TestLineBuffer(t *testing.T) {
 		t.Fatalf("Lines = %q, want %q", got, want)
 	}
 }
+
+// StopWithin overrides the grace period for one stop.
+func TestStopWithin(t *testing.T) {
+	requireRoot(t)
+	j := newTestJob(t, "sh", "-c", `trap "" TERM; echo ready; while :; do sleep 0.05; done`)
+	j.GracePeriod = time.Hour
+	ch := j.Run()
+	waitOutput(t, j, "ready\n")
+	if err := j.StopWithin(200 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if st := final(t, ch); st.Signal != syscall.SIGKILL {
+		t.Fatalf("status %v, want killed after the short grace", st)
+	}
+}

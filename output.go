@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -20,11 +22,13 @@ import (
 type spool struct {
 	path string
 	file *os.File // write end, owned by the copier
+	max  int64    // the most bytes kept; 0: no limit
 
 	mu   sync.Mutex
 	size int64         // bytes written and visible to readers
 	done bool          // the copier has finished: size is final
 	err  error         // why the spool stopped taking output, if it did
+	cut  bool          // output past max was dropped
 	wake chan struct{} // closed and replaced whenever size grows or done is set
 }
 
@@ -33,16 +37,62 @@ type spool struct {
 // promptly.
 const spoolChunk = 1 << 20
 
-func newSpool(dir, id string) (*spool, error) {
+// outputFile is where job id's output is kept in spool directory dir.
+func outputFile(dir, id string) string { return filepath.Join(dir, id+outputSuffix) }
+
+const outputSuffix = ".out"
+
+func newSpool(dir, id string, max int64) (*spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("tjob: output spool: %w", err)
 	}
-	path := filepath.Join(dir, id+".out")
+	path := outputFile(dir, id)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("tjob: output spool: %w", err)
 	}
-	return &spool{path: path, file: f, wake: make(chan struct{})}, nil
+	return &spool{path: path, file: f, max: max, wake: make(chan struct{})}, nil
+}
+
+// OpenOutput opens the output that a job with KeepOutput left in spoolDir,
+// from its first byte, for a job that has ended and been closed.
+func OpenOutput(spoolDir, id string) (io.ReadCloser, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(outputFile(spoolDir, id))
+	if err != nil {
+		return nil, fmt.Errorf("tjob: output of job %s: %w", id, err)
+	}
+	return f, nil
+}
+
+// RemoveOutput removes the output that a job with KeepOutput left in
+// spoolDir. Output that is not there is not an error.
+func RemoveOutput(spoolDir, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if err := os.Remove(outputFile(spoolDir, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("tjob: output of job %s: %w", id, err)
+	}
+	return nil
+}
+
+// OutputIDs lists the jobs whose output is in spoolDir, by ID: what a
+// server left there, to be kept or removed. Other files are not listed.
+func OutputIDs(spoolDir string) ([]string, error) {
+	ents, err := os.ReadDir(spoolDir)
+	if err != nil {
+		return nil, fmt.Errorf("tjob: output spool: %w", err)
+	}
+	var ids []string
+	for _, e := range ents {
+		if id, ok := strings.CutSuffix(e.Name(), outputSuffix); ok && e.Type().IsRegular() && checkID(id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
 // fill copies the job's output from pipe into the spool until the pipe's
@@ -59,6 +109,9 @@ func (s *spool) fill(pipe *os.File) {
 	}
 	for {
 		buf, n, err := readChunk(rc)
+		if n > 0 && s.error() == nil {
+			n = s.keep(n)
+		}
 		if n > 0 && s.error() == nil {
 			// What fits is kept and shown even when the rest does not.
 			w, werr := s.file.WriteAt(buf[:n], s.writeOffset())
@@ -113,6 +166,28 @@ func readChunk(rc syscall.RawConn) ([]byte, int, error) {
 		return buf, 0, io.EOF
 	}
 	return buf, n, nil
+}
+
+// keep is how many of n more bytes the spool keeps under its max; the rest
+// is dropped, and the spool says it cut the output.
+func (s *spool) keep(n int) int {
+	if s.max == 0 {
+		return n
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if room := s.max - s.size; int64(n) > room {
+		s.cut = true
+		return int(max(room, 0))
+	}
+	return n
+}
+
+// kept is how many bytes the spool holds, and whether it cut the output.
+func (s *spool) kept() (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size, s.cut
 }
 
 func (s *spool) writeOffset() int64 {

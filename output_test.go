@@ -3,7 +3,9 @@ package tjob
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +21,7 @@ func FuzzOutput(f *testing.F) {
 	f.Add([]byte{0, 255, '\n', 0}, uint8(1), uint8(1))
 	f.Add(bytes.Repeat([]byte("x"), 70000), uint8(200), uint8(7))
 	f.Fuzz(func(t *testing.T, data []byte, writeSize, readSize uint8) {
-		s, err := newSpool(t.TempDir(), "fuzz")
+		s, err := newSpool(t.TempDir(), "fuzz", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,5 +115,57 @@ func BenchmarkCapture(b *testing.B) {
 				j.Close()
 			}
 		})
+	}
+}
+
+// MaxOutput keeps the first bytes and drops the rest without slowing the
+// job; Status says where the output was cut.
+func TestMaxOutput(t *testing.T) {
+	requireRoot(t)
+	j := newTestJob(t, "sh", "-c", "head -c 3000000 /dev/zero; echo done >&2")
+	j.MaxOutput = 1 << 20
+	st := final(t, j.Run())
+	if st.Exit != 0 || !st.OutputCut || st.OutputBytes != 1<<20 {
+		t.Fatalf("status %v: OutputBytes %d, OutputCut %v; want cut at %d", st, st.OutputBytes, st.OutputCut, 1<<20)
+	}
+	if got := readAll(t, j, false); len(got) != 1<<20 {
+		t.Fatalf("read %d bytes, want %d", len(got), 1<<20)
+	}
+	_, st2 := runShell(t, "echo short")
+	if st2.OutputCut || st2.OutputBytes != 6 {
+		t.Fatalf("an uncut job: OutputBytes %d, OutputCut %v", st2.OutputBytes, st2.OutputCut)
+	}
+}
+
+// With KeepOutput, Close leaves the output for OpenOutput; RemoveOutput
+// removes it, and OutputIDs lists what is there.
+func TestKeepOutput(t *testing.T) {
+	requireRoot(t)
+	j := newTestJob(t, "echo", "kept")
+	j.KeepOutput = true
+	final(t, j.Run())
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := OutputIDs(j.SpoolDir); err != nil || len(ids) != 1 || ids[0] != j.ID {
+		t.Fatalf("OutputIDs = %v, %v; want [%s]", ids, err, j.ID)
+	}
+	r, err := OpenOutput(j.SpoolDir, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r)
+	r.Close()
+	if string(b) != "kept\n" {
+		t.Fatalf("OpenOutput read %q", b)
+	}
+	if err := RemoveOutput(j.SpoolDir, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenOutput(j.SpoolDir, j.ID); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("OpenOutput after RemoveOutput: %v", err)
+	}
+	if _, err := OpenOutput(j.SpoolDir, "../x"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("OpenOutput of a path: %v", err)
 	}
 }

@@ -173,6 +173,7 @@ func (p *process) startInit(j *Job, path string, cred *syscall.Credential, attr 
 		Hostname:  shortID(j.ID),
 		MaskPaths: append([]string{j.spoolDir()}, j.MaskPaths...),
 		ReadOnly:  j.ReadOnlyRoot,
+		Tmp:       j.TmpDir != "",
 	}
 	if cred != nil {
 		cfg.Credential = &jobinit.Credential{UID: cred.Uid, GID: cred.Gid}
@@ -210,6 +211,18 @@ func (p *process) startInit(j *Job, path string, cred *syscall.Credential, attr 
 	// fds 3, 4 and 5 in the init. It is run through its fd: the path to
 	// the binary may not be open to the job's user.
 	files = append(files, cfgR, repW, exe)
+	if cfg.Tmp {
+		tree, err := detachTree(j.TmpDir)
+		if err != nil {
+			cfgR.Close()
+			cfgW.Close()
+			repR.Close()
+			repW.Close()
+			return err
+		}
+		defer tree.Close()
+		files = append(files, tree) // fd 6
+	}
 	err = p.spawn(fmt.Sprintf("/proc/self/fd/%d", jobinit.ExeFD), []string{jobinit.Arg0}, &os.ProcAttr{
 		// The init is small: one P, a tight heap, and no second of sleep
 		// at exit in a binary built with -race.
@@ -295,6 +308,17 @@ func (p *process) startInit(j *Job, path string, cred *syscall.Credential, attr 
 		}
 	}()
 	return nil
+}
+
+// detachTree clones the mount of directory dir, detached (open_tree(2)),
+// for the init to mount in the job's namespace: the init needs no path to
+// it, which in a user namespace it might not be allowed to follow.
+func detachTree(dir string) (*os.File, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("tjob: TmpDir: %w", &fs.PathError{Op: "open_tree", Path: dir, Err: err})
+	}
+	return os.NewFile(uintptr(fd), dir), nil
 }
 
 func readReport(r *bufio.Reader) (jobinit.Report, error) {

@@ -318,6 +318,20 @@ func TestUserNSJobsStillWork(t *testing.T) {
 			t.Fatalf("the job's file on the host: %v, want it owned by host uid %d", err, testUserNS.HostID)
 		}
 	})
+	t.Run("workspace on disk", func(t *testing.T) {
+		// A file bigger than the job's memory, in its /tmp, which is a
+		// directory of the host's disk.
+		j := job(t, "cd /tmp && dd if=/dev/zero of=big bs=1M count=64 2>/dev/null && ls -l big | wc -l")
+		j.TmpDir, j.Dir = j.Dir, "/tmp"
+		j.MemoryMB = 20
+		if st := final(t, j.Run()); st.Exit != 0 || st.OOMKilled {
+			t.Fatalf("%v (OOM %v)\n%s", st, st.OOMKilled, readAll(t, j, false))
+		}
+		fi, err := os.Stat(filepath.Join(j.TmpDir, "big"))
+		if err != nil || fi.Size() != 64<<20 {
+			t.Fatalf("the job's 64 MiB file on the host: %v %v", fi, err)
+		}
+	})
 	t.Run("out of memory", func(t *testing.T) {
 		j := job(t, "dd if=/dev/zero of=/dev/null bs=100M count=1")
 		j.MemoryMB = 20

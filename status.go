@@ -83,6 +83,11 @@ type Status struct {
 	// job has ended and where its cgroup offers it.
 	Usage Usage
 
+	// OutputBytes is how much output is kept; OutputCut says that the
+	// job wrote more, past MaxOutput, which was dropped.
+	OutputBytes int64
+	OutputCut   bool
+
 	// Lines is the combined stdout and stderr split into lines; filled by
 	// Job.Status only.
 	Lines []string

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,7 +53,7 @@ func setupMounts(cfg *Config) error {
 		}
 	}
 	if cfg.ReadOnly {
-		if err := readOnlyRoot(cfg.Dir); err != nil {
+		if err := readOnlyRoot(cfg.Dir, cfg.Tmp); err != nil {
 			return err
 		}
 	}
@@ -70,13 +71,14 @@ func setupMounts(cfg *Config) error {
 	return minimalDev(devs)
 }
 
-// readOnlyRoot makes every mount read-only and mounts a private /tmp. Dir
-// stays writable: it is the private /tmp itself, or a host directory bound
-// writable at its place again (inside the new /tmp, if that is where it
-// was).
-func readOnlyRoot(dir string) error {
+// readOnlyRoot makes every mount read-only and mounts a private /tmp: the
+// library's tree at TmpFD (a workspace on disk) when tmp, else an empty
+// tmpfs. Dir stays writable: it is in the private /tmp, or a host
+// directory bound writable at its place again (inside the new /tmp, if
+// that is where it was).
+func readOnlyRoot(dir string, tmp bool) error {
 	dirFD := -1
-	if dir != "" && filepath.Clean(dir) != "/tmp" {
+	if dir != "" && !inTmp(dir) {
 		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return pathErr("chdir", dir, err)
@@ -88,8 +90,8 @@ func readOnlyRoot(dir string) error {
 	if err := unix.MountSetattr(-1, "/", unix.AT_RECURSIVE, ro); err != nil {
 		return pathErr("make read-only", "/", err)
 	}
-	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
-		return pathErr("mount", "/tmp", err)
+	if err := privateTmp(tmp); err != nil {
+		return err
 	}
 	if dirFD < 0 {
 		return nil
@@ -106,6 +108,32 @@ func readOnlyRoot(dir string) error {
 	rw := &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}
 	if err := unix.MountSetattr(-1, dir, 0, rw); err != nil {
 		return pathErr("keep writable", dir, err)
+	}
+	return nil
+}
+
+// inTmp reports whether path is /tmp or below it.
+func inTmp(path string) bool {
+	p := filepath.Clean(path)
+	return p == "/tmp" || strings.HasPrefix(p, "/tmp/")
+}
+
+// privateTmp mounts the job's /tmp: the tree the library detached for it,
+// or an empty tmpfs.
+func privateTmp(tree bool) error {
+	if !tree {
+		if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+			return pathErr("mount", "/tmp", err)
+		}
+		return nil
+	}
+	defer unix.Close(TmpFD)
+	if err := unix.MoveMount(TmpFD, "", unix.AT_FDCWD, "/tmp", unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return pathErr("mount the workspace on", "/tmp", err)
+	}
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Attr_clr: unix.MOUNT_ATTR_RDONLY}
+	if err := unix.MountSetattr(-1, "/tmp", 0, attr); err != nil {
+		return pathErr("mount the workspace on", "/tmp", err)
 	}
 	return nil
 }

@@ -34,8 +34,11 @@ const (
 	ReportFD = 4
 	// ExeFD is the init's own binary, which the library starts it through.
 	ExeFD = 5
+	// TmpFD, where Config.Tmp says so, is a detached mount (open_tree(2))
+	// of the directory the job sees as /tmp.
+	TmpFD = 6
 	// StateFD carries the Config into stage 2.
-	StateFD = 6
+	StateFD = 7
 )
 
 // Config is the job, as the library tells it to the init.
@@ -52,8 +55,9 @@ type Config struct {
 	Hostname  string
 	MaskPaths []string // covered by empty read-only mounts
 	// ReadOnly makes the host's file system read-only but for Dir and a
-	// private /tmp.
+	// private /tmp: the tree at TmpFD when Tmp, else an empty tmpfs.
 	ReadOnly bool
+	Tmp      bool
 	// Credential runs the command as this user and group (in the job's
 	// user namespace, when it has one); nil keeps the init's.
 	Credential *Credential
