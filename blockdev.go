@@ -91,7 +91,7 @@ func parseIODevice(s string) (devNum, error) {
 	if strings.HasPrefix(s, "/") {
 		var st unix.Stat_t
 		if err := unix.Stat(s, &st); err != nil {
-			return devNum{}, fmt.Errorf("tjob: IODevices %q: %w", s, err)
+			return devNum{}, fmt.Errorf("tjob: %w: IODevices %q: %w", ErrInvalid, s, err)
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFBLK {
 			return devNum{}, fmt.Errorf("tjob: %w: IODevices %q is not a block device", ErrInvalid, s)

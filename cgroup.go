@@ -185,8 +185,8 @@ func validateLimits(j *Job) error {
 		return fmt.Errorf("tjob: %w: CgroupParent %q is not a clean absolute cgroup path such as /jobs", ErrInvalid, p)
 	}
 	for _, d := range j.IODevices {
-		if _, ok := parseMajMin(d); !ok && !strings.HasPrefix(d, "/") {
-			return fmt.Errorf("tjob: %w: IODevices %q: want a device file such as /dev/sda or MAJOR:MINOR", ErrInvalid, d)
+		if _, err := parseIODevice(d); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -59,8 +59,6 @@ func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgr
 	c := &cgroupV1{byCtrl: map[string]string{}, oomFD: -1, cpu: j.CPUPercent}
 	rels := map[string]string{} // controller → job cgroup relative to its mount
 
-	owners.Lock()
-	defer owners.Unlock()
 	defer func() {
 		if err != nil {
 			c.release()
@@ -82,19 +80,14 @@ func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgr
 		if err != nil {
 			return nil, err
 		}
-		if err := holdOwnerDir(ownerDir); err != nil {
-			return nil, err
-		}
-		c.ownerDirs = append(c.ownerDirs, ownerDir)
 		name := path.Join(parent, owner, j.ID)
 		dir, _ := h.dir(name)
-		if err := mkdirCgroup(dir); err != nil {
+		if err := c.makeIn(ownerDir, dir); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				return nil, fmt.Errorf("tjob: cgroup %s exists already: is job ID %s in use?", dir, j.ID)
 			}
 			return nil, err
 		}
-		c.dirs = append(c.dirs, dir)
 		if !containsString(c.names, name) {
 			c.names = append(c.names, name)
 		}
@@ -154,6 +147,23 @@ func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgr
 		}
 	}
 	return c, nil
+}
+
+// makeIn makes job cgroup dir in owner directory ownerDir. owners is held
+// only while it does, so that another job's end does not remove the owner
+// directory in between: making cgroups and writing limits need no lock.
+func (c *cgroupV1) makeIn(ownerDir, dir string) error {
+	owners.Lock()
+	defer owners.Unlock()
+	if err := holdOwnerDir(ownerDir); err != nil {
+		return err
+	}
+	c.ownerDirs = append(c.ownerDirs, ownerDir)
+	if err := mkdirCgroup(dir); err != nil {
+		return err
+	}
+	c.dirs = append(c.dirs, dir)
+	return nil
 }
 
 // ancestors lists cgroup p and the cgroups above it but the root, top down.
@@ -422,10 +432,12 @@ func (c *cgroupV1) Remove() error {
 	return nil
 }
 
-// release undoes a cgroup being made. The caller holds owners.
+// release undoes a cgroup being made.
 func (c *cgroupV1) release() {
 	c.removeDirs()
+	owners.Lock()
 	c.dropOwnerDirs()
+	owners.Unlock()
 }
 
 // removeDirs closes the OOM notification and removes the job's directories.

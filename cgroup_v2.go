@@ -52,9 +52,6 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 	ownerCg := path.Join(parent, owner)
 	name := path.Join(ownerCg, j.ID)
 
-	owners.Lock()
-	defer owners.Unlock()
-
 	// The path to the job's cgroup starts at the caller's own cgroup for a
 	// parent inside it, else at the deepest cgroup of CgroupParent's path
 	// that exists. Going down it, tjob enables controllers only in cgroups
@@ -106,11 +103,15 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 		return nil, err
 	}
 	rel, _ := h.rel(name)
+	// owners is held from the owner directory until the job's cgroup is
+	// in it, so that another job's end does not remove the directory in
+	// between; the rest of the walk and the limits need no lock.
 	for cg := start; ; {
 		d, _ := h.dir(cg)
 		ours := cg == base || cg == parent || strings.HasPrefix(cg, parent+"/")
 		switch _, serr := os.Stat(d); {
 		case cg == ownerCg:
+			owners.Lock()
 			err = holdOwnerDir(d)
 		case errors.Is(serr, fs.ErrNotExist):
 			err = mkdirCgroup(d)
@@ -120,6 +121,9 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 			ours = true
 		}
 		if err != nil {
+			if cg == ownerCg {
+				owners.Unlock()
+			}
 			return nil, err
 		}
 		if ours {
@@ -133,6 +137,7 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 		if err != nil {
 			if cg == ownerCg {
 				dropOwnerDir(ownerDir)
+				owners.Unlock()
 			}
 			return nil, err
 		}
@@ -143,8 +148,12 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 		cg = path.Join(cg, next)
 	}
 
-	if err := mkdirCgroup(dir); err != nil {
+	err = mkdirCgroup(dir)
+	if err != nil {
 		dropOwnerDir(ownerDir)
+	}
+	owners.Unlock()
+	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("tjob: cgroup %s exists already: is job ID %s in use?", dir, j.ID)
 		}
@@ -157,7 +166,9 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 				c.into.Close()
 			}
 			removeTree(dir)
+			owners.Lock()
 			dropOwnerDir(ownerDir)
+			owners.Unlock()
 		}
 	}()
 	if c.mgr, err = cgroup2.Load(rel, cgroup2.WithMountpoint(h.mount)); err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,7 +67,7 @@ func TestFaultClosesStdout(t *testing.T) {
 func TestFaultSpoolFull(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
-	if err := syscall.Mount("tjob-test-full", dir, "tmpfs", 0, "size=1m"); err != nil {
+	if err := syscall.Mount("tjob-test-full", dir, "tmpfs", 0, "size=1m,huge=never"); err != nil {
 		t.Skipf("cannot mount a small tmpfs: %v", err)
 	}
 	defer syscall.Unmount(dir, syscall.MNT_DETACH)
@@ -83,6 +84,12 @@ func TestFaultSpoolFull(t *testing.T) {
 	got := readAll(t, j, false)
 	if len(got) == 0 || len(got) > 1<<20 || len(bytes.Trim(got, "\x00")) != 0 {
 		t.Fatalf("kept %d bytes, want a prefix of zeros up to 1 MiB", len(got))
+	}
+	// All that is on disk is shown, also the part of the write that failed
+	// half way (os.File.WriteAt does not count it).
+	fi, err := os.Stat(filepath.Join(dir, j.ID+".out"))
+	if err != nil || fi.Size() != st.OutputBytes || int64(len(got)) != st.OutputBytes {
+		t.Fatalf("output file of %v bytes (%v), Status says %d, readers get %d", fi.Size(), err, st.OutputBytes, len(got))
 	}
 }
 

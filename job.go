@@ -137,6 +137,13 @@ type Job struct {
 	// cgroups. Files the job must write (Dir) must belong to its host IDs.
 	UserNS IDMap
 
+	// InitPath is the program that is the jail's init (cmd/tjob-init).
+	// Empty means a tjob-init beside the running program, if there is one,
+	// else the running program itself, started again: that works with no
+	// file to ship, but a program that initialises much (gRPC, say)
+	// starts slower than the small tjob-init.
+	InitPath string
+
 	// NoSeccomp runs a jailed job without its seccomp filter (Docker's
 	// default profile, see seccomp_linux.go).
 	NoSeccomp bool
@@ -271,6 +278,13 @@ func (j *Job) start() (*process, *spool, error) {
 		return nil, out, err
 	}
 	return proc, out, nil
+}
+
+// Validate reports what is wrong with the job's configuration, as Run
+// would, without starting anything: an error that matches ErrInvalid and
+// names the field. It does not look for the command.
+func (j *Job) Validate() error {
+	return j.validate()
 }
 
 func (j *Job) validate() error {

@@ -3,7 +3,8 @@ package tjob
 import (
 	"fmt"
 	"os"
-	"syscall"
+	"path/filepath"
+	"sync"
 
 	"github.com/neildo/tjob/internal/jobinit"
 )
@@ -31,27 +32,6 @@ type IDMap struct {
 	Size   uint32
 }
 
-const jailCloneFlags = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET |
-	syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC
-
-// jailAttr asks for the jail's namespaces, and the user namespace's ID maps.
-func jailAttr(j *Job, attr *syscall.SysProcAttr) error {
-	attr.Cloneflags = jailCloneFlags
-	if j.UserNS.Size == 0 {
-		return nil
-	}
-	attr.Cloneflags |= syscall.CLONE_NEWUSER
-	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(j.UserNS.HostID), Size: int(j.UserNS.Size)}}
-	attr.UidMappings, attr.GidMappings = m, m
-	// The maps are written by this process, which may; the job may then
-	// set its supplementary groups within them.
-	attr.GidMappingsEnableSetgroups = true
-	// Root of the namespace before it execs, so that the init keeps its
-	// capabilities there: this process's own IDs are not mapped in it.
-	attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
-	return nil
-}
-
 // validateUserNS checks Job.UserNS.
 func validateUserNS(j *Job) error {
 	m := j.UserNS
@@ -70,14 +50,31 @@ func validateUserNS(j *Job) error {
 	return nil
 }
 
-// openInit opens the init's binary: the running program. The init is
-// started through this file descriptor, not a path, so that it starts in a
-// user namespace whose root may not search the directories on the way to
-// the binary (go test builds in a 0700 directory).
-func openInit() (*os.File, error) {
-	f, err := os.Open("/proc/self/exe")
+// openInit opens the init's binary: Job.InitPath, or the tjob-init beside
+// the running program, or the running program. The init is started
+// through this file descriptor, not a path, so that it starts in a user
+// namespace whose root may not search the directories on the way to the
+// binary (go test builds in a 0700 directory).
+func openInit(j *Job) (*os.File, error) {
+	path := j.InitPath
+	if path == "" {
+		path = defaultInit()
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("tjob: opening the init's binary: %w", err)
 	}
 	return f, nil
 }
+
+// defaultInit is the tjob-init beside the running program, or the running
+// program.
+var defaultInit = sync.OnceValue(func() string {
+	if exe, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(exe), jobinit.Arg0)
+		if fi, err := os.Stat(beside); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return beside
+		}
+	}
+	return "/proc/self/exe"
+})

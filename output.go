@@ -56,7 +56,7 @@ func newSpool(dir, id string, max int64) (*spool, error) {
 
 // OpenOutput opens the output that a job with KeepOutput left in spoolDir,
 // from its first byte, for a job that has ended and been closed.
-func OpenOutput(spoolDir, id string) (io.ReadCloser, error) {
+func OpenOutput(spoolDir, id string) (*os.File, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func (s *spool) fill(pipe *os.File) {
 		}
 		if n > 0 && s.error() == nil {
 			// What fits is kept and shown even when the rest does not.
-			w, werr := s.file.WriteAt(buf[:n], s.writeOffset())
+			w, werr := pwriteAll(s.file, buf[:n], s.writeOffset())
 			if w > 0 {
 				s.grow(int64(w))
 			}
@@ -166,6 +166,44 @@ func readChunk(rc syscall.RawConn) ([]byte, int, error) {
 		return buf, 0, io.EOF
 	}
 	return buf, n, nil
+}
+
+// pwriteAll writes b at off, and counts what a write that fails half way
+// wrote before it failed: os.File.WriteAt does not, and so the part of a
+// chunk that fit on a full disk was kept but not shown.
+func pwriteAll(f *os.File, b []byte, off int64) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var werr error
+	cerr := rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := unix.Pwrite(int(fd), b[n:], off+int64(n))
+			if m > 0 {
+				n += m
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || m == 0 {
+				werr = err
+				if err == nil {
+					werr = io.ErrShortWrite
+				}
+				break
+			}
+		}
+		return true
+	})
+	if werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return n, &fs.PathError{Op: "write", Path: f.Name(), Err: werr}
+	}
+	return n, nil
 }
 
 // keep is how many of n more bytes the spool keeps under its max; the rest

@@ -29,19 +29,24 @@ import (
 // a thread blocked in wait(2): a server with thousands of jobs that sleep
 // keeps a handful of threads.
 type process struct {
-	pid       int
-	pidfd     *os.File    // non-blocking, in the runtime's poller
-	os        *os.Process // released once the process is reaped
-	jailed    bool        // the init runs the command in namespaces and reports its end
+	*child         // the command, or the jail's init
+	jailed    bool // the init runs the command in namespaces and reports its end
 	cg        cgroup
 	startedAt time.Time
 
-	pipe     *os.File                // read end of the job's stdout and stderr
-	copied   chan struct{}           // closed when the spool has taken all the output
-	lifeline *os.File                // the init's config pipe: closing it tells the init we are gone
-	ended    chan jobinit.Report     // the init's report of how the command ended; closed at EOF
-	reaped   sync.Once               // the process is waited for once
-	status   struct{ exit, sig int } // how the process itself ended, once reaped
+	pipe     *os.File            // read end of the job's stdout and stderr
+	copied   chan struct{}       // closed when the spool has taken all the output
+	lifeline *os.File            // the init's config pipe: closing it tells the init we are gone
+	ended    chan jobinit.Report // the init's report of how the command ended; closed at EOF
+}
+
+// child is a process this one started, and waits for through a pidfd.
+type child struct {
+	pid    int
+	pidfd  *os.File    // non-blocking, in the runtime's poller
+	os     *os.Process // released once the process is reaped; nil for an adopted one
+	reaped sync.Once
+	status struct{ exit, sig int } // how it ended, once reaped
 }
 
 // pipeSize is the output pipe's buffer: 1 MiB, the default most a user may
@@ -129,12 +134,12 @@ func (p *process) spawn(path string, argv []string, attr *os.ProcAttr) error {
 		return err
 	}
 	p.startedAt = time.Now()
-	p.pid, p.os = proc.Pid, proc
 	if err := unix.SetNonblock(pidfd, true); err != nil {
 		unix.Close(pidfd)
+		proc.Kill()
 		return fmt.Errorf("tjob: pidfd: %w", err)
 	}
-	p.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
+	p.child = &child{pid: proc.Pid, os: proc, pidfd: os.NewFile(uintptr(pidfd), "pidfd")}
 	return nil
 }
 
@@ -164,36 +169,11 @@ func (p *process) startDirect(j *Job, path string, cred *syscall.Credential, att
 // startInit runs the init (see internal/jobinit), sends it the job, and
 // waits for its word that the command runs, or why not.
 func (p *process) startInit(j *Job, path string, cred *syscall.Credential, attr *syscall.SysProcAttr, files []*os.File) error {
-	cfg := jobinit.Config{
-		Path:      path,
-		Args:      j.argv(),
-		Dir:       j.Dir,
-		Env:       j.Env,
-		Jail:      p.jailed,
-		Hostname:  shortID(j.ID),
-		MaskPaths: append([]string{j.spoolDir()}, j.MaskPaths...),
-		ReadOnly:  j.ReadOnlyRoot,
-		Tmp:       j.TmpDir != "",
+	cfg, err := p.initConfig(j, path, cred)
+	if err != nil {
+		return err
 	}
-	if cred != nil {
-		cfg.Credential = &jobinit.Credential{UID: cred.Uid, GID: cred.Gid}
-	}
-	if cfg.Env == nil {
-		cfg.Env = os.Environ()
-	}
-	if p.jailed {
-		if err := jailAttr(j, attr); err != nil {
-			return err
-		}
-		if !j.NoSeccomp {
-			prog, err := seccompProgram()
-			if err != nil {
-				return err
-			}
-			cfg.Seccomp = prog
-		}
-	}
-	exe, err := openInit()
+	exe, err := openInit(j)
 	if err != nil {
 		return err
 	}
@@ -214,22 +194,27 @@ func (p *process) startInit(j *Job, path string, cred *syscall.Credential, attr 
 	if cfg.Tmp {
 		tree, err := detachTree(j.TmpDir)
 		if err != nil {
-			cfgR.Close()
-			cfgW.Close()
-			repR.Close()
-			repW.Close()
+			for _, f := range []*os.File{cfgR, cfgW, repR, repW} {
+				f.Close()
+			}
 			return err
 		}
 		defer tree.Close()
 		files = append(files, tree) // fd 6
 	}
-	err = p.spawn(fmt.Sprintf("/proc/self/fd/%d", jobinit.ExeFD), []string{jobinit.Arg0}, &os.ProcAttr{
-		// The init is small: one P, a tight heap, and no second of sleep
-		// at exit in a binary built with -race.
-		Env:   []string{jobinit.MarkerEnv + "=1", "GOMAXPROCS=1", "GOGC=50", "GORACE=atexit_sleep_ms=0"},
-		Files: files,
-		Sys:   attr,
-	})
+	// The init is small: one P, a tight heap, and no second of sleep at
+	// exit in a binary built with -race.
+	env := []string{"GOMAXPROCS=1", "GOGC=50", "GORACE=atexit_sleep_ms=0", jobinit.ProtocolEnv + "=" + jobinit.Protocol}
+	if spawner := p.jailed && j.UserNS.Size > 0; spawner {
+		// A spawner makes the user namespace (see spawn_linux.go).
+		env = append(env, jobinit.MarkerEnv+"=0", jobinit.UserNSEnv+"="+jobinit.UserNSValue(j.UserNS.HostID, j.UserNS.Size))
+	} else {
+		env = append(env, jobinit.MarkerEnv+"=1")
+		if p.jailed {
+			attr.Cloneflags = jobinit.JailCloneFlags
+		}
+	}
+	err = p.spawn(fmt.Sprintf("/proc/self/fd/%d", jobinit.ExeFD), []string{jobinit.Arg0}, &os.ProcAttr{Env: env, Files: files, Sys: attr})
 	cfgR.Close()
 	repW.Close()
 	if err != nil {
@@ -238,61 +223,15 @@ func (p *process) startInit(j *Job, path string, cred *syscall.Credential, attr 
 		return fmt.Errorf("tjob: starting the init: %w", err)
 	}
 	p.lifeline = cfgW
-	if !attr.UseCgroupFD && p.cg != nil {
-		// cgroup v1: the init waits for its job, so it runs nothing of
-		// the job before it is in the job's cgroup.
-		if err := p.cg.Join(p.pid); err != nil {
-			p.abort()
-			repR.Close()
-			return err
-		}
-	}
-	if !p.jailed && p.cg != nil {
-		// Without a jail the init execs the command at once.
-		if err := p.cg.LimitCPU(); err != nil {
-			p.abort()
-			repR.Close()
-			return err
-		}
-	}
-	if err := json.NewEncoder(cfgW).Encode(&cfg); err != nil {
-		p.abort()
-		repR.Close()
-		return fmt.Errorf("tjob: sending the job to the init: %w", err)
-	}
-
-	// The init's first word says whether the command runs. Without a jail
-	// the init becomes the command and its report pipe closes on exec:
-	// EOF means it runs. In the jail it first says that it is ready, and
-	// waits for the CPU limit.
 	rep := bufio.NewReader(repR)
-	first, err := readReport(rep)
-	if err == nil && first.Ready {
-		if p.cg != nil {
-			err = p.cg.LimitCPU()
-		}
-		if err == nil {
-			_, err = cfgW.Write([]byte("g"))
-		}
-		if err != nil {
-			p.abort()
-			repR.Close()
-			return fmt.Errorf("tjob: %w", err)
-		}
-		first, err = readReport(rep)
-	}
-	switch {
-	case err == io.EOF && !p.jailed:
+	switch err := p.handshake(j, cfg, !attr.UseCgroupFD, rep); {
+	case err == errExeced:
 		repR.Close()
 		return nil
 	case err != nil:
 		p.abort()
 		repR.Close()
-		return fmt.Errorf("tjob: the init did not start %s: %w", j.Path, p.initDied(err))
-	case first.Err != nil:
-		p.abort()
-		repR.Close()
-		return fmt.Errorf("tjob: %w", first.Err.Err())
+		return err
 	}
 	// The init counts against the job's memory; when the job runs out, the
 	// kernel should kill the job's process, not the init that reports on
@@ -307,6 +246,121 @@ func (p *process) startInit(j *Job, path string, cred *syscall.Credential, attr 
 			p.ended <- m
 		}
 	}()
+	return nil
+}
+
+// initConfig is what the init is told of the job.
+func (p *process) initConfig(j *Job, path string, cred *syscall.Credential) (*jobinit.Config, error) {
+	cfg := &jobinit.Config{
+		Path:      path,
+		Args:      j.argv(),
+		Dir:       j.Dir,
+		Env:       j.Env,
+		Jail:      p.jailed,
+		Hostname:  shortID(j.ID),
+		MaskPaths: append([]string{j.spoolDir()}, j.MaskPaths...),
+		ReadOnly:  j.ReadOnlyRoot,
+		Tmp:       j.TmpDir != "",
+	}
+	if cred != nil {
+		cfg.Credential = &jobinit.Credential{UID: cred.Uid, GID: cred.Gid}
+	}
+	if cfg.Env == nil {
+		cfg.Env = os.Environ()
+	}
+	if p.jailed && !j.NoSeccomp {
+		prog, err := seccompProgram()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Seccomp = prog
+	}
+	return cfg, nil
+}
+
+// errExeced: the init became the command (no jail).
+var errExeced = errors.New("the init execs the command")
+
+// handshake takes the init from its start to the command's: it puts it in
+// the job's cgroup where the kernel could not (join), takes over the init a
+// spawner started, sends the job, and sets the CPU limit once the init is
+// ready. It returns errExeced when the init became the command.
+func (p *process) handshake(j *Job, cfg *jobinit.Config, join bool, rep *bufio.Reader) error {
+	if join && p.cg != nil {
+		// cgroup v1: the init (or its spawner) waits for its job, so it
+		// runs nothing of the job before it is in the job's cgroup.
+		if err := p.cg.Join(p.pid); err != nil {
+			return err
+		}
+	}
+	if p.jailed && j.UserNS.Size > 0 {
+		if err := p.adoptInit(rep); err != nil {
+			return err
+		}
+	}
+	if !p.jailed && p.cg != nil {
+		// Without a jail the init execs the command at once.
+		if err := p.cg.LimitCPU(); err != nil {
+			return err
+		}
+	}
+	if err := json.NewEncoder(p.lifeline).Encode(cfg); err != nil {
+		return fmt.Errorf("tjob: sending the job to the init: %w", err)
+	}
+
+	// The init's first word says whether the command runs. Without a jail
+	// the init becomes the command and its report pipe closes on exec:
+	// EOF means it runs. In the jail it first says that it is ready, and
+	// waits for the CPU limit.
+	first, err := readReport(rep)
+	if err == nil && first.Ready {
+		if p.cg != nil {
+			err = p.cg.LimitCPU()
+		}
+		if err == nil {
+			_, err = p.lifeline.Write([]byte("g"))
+		}
+		if err != nil {
+			return fmt.Errorf("tjob: %w", err)
+		}
+		first, err = readReport(rep)
+	}
+	switch {
+	case err == io.EOF && !p.jailed:
+		return errExeced
+	case err != nil:
+		return fmt.Errorf("tjob: the init did not start %s: %w", j.Path, p.initDied(err))
+	case first.Err != nil:
+		return fmt.Errorf("tjob: %w", first.Err.Err())
+	}
+	return nil
+}
+
+// adoptInit lets the spawner go and takes the init it started as the
+// job's process: a child of this process (CLONE_PARENT), so its pid is
+// pinned until this process reaps it.
+func (p *process) adoptInit(rep *bufio.Reader) error {
+	if _, err := p.lifeline.Write([]byte("s")); err != nil {
+		return fmt.Errorf("tjob: the init's spawner: %w", err)
+	}
+	m, err := readReport(rep)
+	switch {
+	case err != nil:
+		return fmt.Errorf("tjob: the init's spawner: %w", p.initDied(err))
+	case m.Err != nil:
+		return fmt.Errorf("tjob: %w", m.Err.Err())
+	case m.Init == 0:
+		return errors.New("tjob: the init's spawner said nothing of the init")
+	}
+	if exit, sig := p.child.reap(); exit != 0 || sig != 0 {
+		return fmt.Errorf("tjob: the init's spawner ended with status %d, signal %d", exit, sig)
+	}
+	fd, err := unix.PidfdOpen(m.Init, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		unix.Kill(m.Init, unix.SIGKILL)
+		return fmt.Errorf("tjob: the init: %w", err)
+	}
+	p.child = &child{pid: m.Init, pidfd: os.NewFile(uintptr(fd), "pidfd")}
 	return nil
 }
 
@@ -362,7 +416,7 @@ func (p *process) initDied(err error) error {
 
 // signal sends sig to the process itself, through its pidfd: never to
 // another process that got its pid after it was reaped.
-func (p *process) signal(sig unix.Signal) {
+func (p *child) signal(sig unix.Signal) {
 	if rc, err := p.pidfd.SyscallConn(); err == nil {
 		rc.Control(func(fd uintptr) { unix.PidfdSendSignal(int(fd), sig, nil, 0) })
 	}
@@ -371,7 +425,7 @@ func (p *process) signal(sig unix.Signal) {
 // reap waits for the process to end and reaps it, once, without holding a
 // thread: the runtime's poller wakes the waiter when the pidfd becomes
 // readable. It returns the exit code, or the signal that killed it.
-func (p *process) reap() (exit, sig int) {
+func (p *child) reap() (exit, sig int) {
 	p.reaped.Do(func() {
 		rc, err := p.pidfd.SyscallConn()
 		if err != nil {
@@ -394,7 +448,9 @@ func (p *process) reap() (exit, sig int) {
 			p.status.sig = int(info.Status)
 		}
 		p.pidfd.Close()
-		p.os.Release()
+		if p.os != nil {
+			p.os.Release()
+		}
 	})
 	return p.status.exit, p.status.sig
 }

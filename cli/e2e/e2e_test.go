@@ -52,12 +52,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// build builds tjob and tjobs from this tree into dir, static as the
-// Makefile builds them.
+// build builds tjob, tjobs and tjob-init (which tjobs finds beside it)
+// from this tree into dir, static as the Makefile builds them.
 func build(dir string) error {
 	for _, b := range []struct{ name, moduleDir string }{
 		{"tjob", ".."},
 		{"tjobs", "../../service"},
+		{"tjob-init", "../../cmd"},
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), "./"+b.name)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -206,12 +206,14 @@ func procStatus(pid int, field string) int {
 
 // TestReliabilityServerKilled: tjobs killed with SIGKILL leaves no job
 // process behind, and a tjobs started again in its place removes the
-// cgroups and output files the dead one left, and says so.
+// cgroups the dead one left, and says so, and keeps its history: the jobs
+// are listed, ended, the ones that ran said to have been cut short by the
+// server's end, and their output reads as it was written.
 func TestReliabilityServerKilled(t *testing.T) {
 	e := newEnv(t)
 	const m1, m2, m3 = "31411.5", "31412.5", "31413.5"
 	ids := []string{
-		e.runJob(t, "sleep", m1),
+		e.runJob(t, "sh", "-c", "seq 1 1000; exec sleep "+m1),
 		e.runJob(t, "sh", "-c", "setsid sleep "+m2+" & trap '' TERM; sleep "+m3),
 		e.runJob(t, "echo", "done"),
 	}
@@ -225,10 +227,12 @@ func TestReliabilityServerKilled(t *testing.T) {
 	if len(cgs) == 0 {
 		t.Fatal("the jobs' cgroups are not where the test looks")
 	}
-	spool := filepath.Join(e.dir, ".tjob", "spool")
-	spools, _ := filepath.Glob(filepath.Join(spool, "*.out"))
-	if len(spools) != 3 {
-		t.Fatalf("spool: %q", spools)
+	var seq bytes.Buffer
+	for i := 1; i <= 1000; i++ {
+		fmt.Fprintf(&seq, "%d\n", i)
+	}
+	if !eventually(10*time.Second, func() bool { return e.ok(t, "logs", ids[0]) == seq.String() }) {
+		t.Fatal("the first job's output is not there yet")
 	}
 
 	e.srv.Process.Kill()
@@ -239,7 +243,7 @@ func TestReliabilityServerKilled(t *testing.T) {
 		}
 	}
 	// What the dead server left: its jobs' cgroups (empty once each jail's
-	// init, which saw its lifeline close, has finished exiting) and output.
+	// init, which saw its lifeline close, has finished exiting).
 	var procs []string
 	eventually(20*time.Second, func() bool {
 		procs = nil
@@ -263,25 +267,27 @@ func TestReliabilityServerKilled(t *testing.T) {
 	if gone := cgroupsNamed(ids); len(gone) > 0 {
 		t.Fatalf("stale cgroups left after the restart: %q", gone)
 	}
-	if ents, _ := filepath.Glob(filepath.Join(spool, "*.out")); len(ents) != 0 {
-		t.Fatalf("stale output left after the restart: %q", ents)
-	}
 	for _, d := range left {
 		if !strings.Contains(log, d) {
 			t.Errorf("the log does not name the removed cgroup %s:\n%s", d, log)
 		}
 	}
-	for _, f := range spools {
-		if !strings.Contains(log, filepath.Base(f)) {
-			t.Errorf("the log does not name the removed output %s:\n%s", f, log)
+	// The history: every job, ended; the output as written.
+	rows := psRows(t, e2.ok(t, "ps", "-a"))
+	for _, id := range ids {
+		if !strings.Contains(rows[id[:8]], "Exited") {
+			t.Errorf("after the restart, job %s: %q", id[:8], rows[id[:8]])
 		}
 	}
-	var lines []string
-	for _, l := range strings.Split(log, "\n") {
-		if strings.Contains(l, "cleanup:") {
-			f := strings.Fields(l)
-			lines = append(lines, strings.Join(f[1:min(len(f), 6)], " ")+" ...")
-		}
+	if out := e2.ok(t, "logs", ids[0]); out != seq.String() {
+		t.Errorf("the cut-short job's output after the restart: %d bytes, want %d", len(out), seq.Len())
+	}
+	if out := e2.ok(t, "logs", ids[2]); out != "done\n" {
+		t.Errorf("the ended job's output after the restart: %q", out)
+	}
+	st := e2.inspect(t, ids[0])
+	if !strings.Contains(st.GetError(), "tjobs stopped while the job ran") {
+		t.Errorf("the cut-short job's error: %q", st.GetError())
 	}
 	// The new server works.
 	id := e2.runJob(t, "echo", "after")
@@ -289,8 +295,8 @@ func TestReliabilityServerKilled(t *testing.T) {
 		t.Fatalf("after the restart: %q", out)
 	}
 	report(t, "fault: server killed with SIGKILL and started again",
-		"no job process survived (3 sleeps, one setsid, one ignoring SIGTERM); the new server removed %d stale cgroup dirs and %d output files at start and logged %q",
-		len(left), len(spools), lines)
+		"no job process survived (3 sleeps, one setsid, one ignoring SIGTERM); the new server removed %d stale cgroup dirs at start and logged it; ps -a lists the 3 jobs ended, logs give their output as written (%d bytes), and the cut-short ones say %q",
+		len(left), seq.Len(), st.GetError())
 }
 
 // TestReliabilityOutOfMemoryShown: a job over the server's memory limit (the
@@ -653,7 +659,7 @@ func TestReliabilityManySleepers(t *testing.T) {
 		n = 60
 	}
 	const maxThreads = 64
-	e := newEnv(t)
+	e := newEnvWith(t, "-max-running", "0")
 	pid := e.srv.Process.Pid
 	threads0 := procStatus(pid, "Threads")
 	c := e.client(t, "cli")
@@ -698,4 +704,14 @@ func TestReliabilityManySleepers(t *testing.T) {
 	report(t, fmt.Sprintf("load: %d sleep jobs at once", n),
 		"all ran (started in %.1fs, 16 Run calls in flight); tjobs had %d OS threads before and %d with them running (bound %d); each job is %d tasks: the init's threads and the command",
 		took.Seconds(), threads0, threads, maxThreads, tasks)
+}
+
+// inspect is one of cli's jobs' status, from the server.
+func (e *env) inspect(t *testing.T, id string) *tjobv1.Status {
+	t.Helper()
+	resp, err := e.client(t, "cli").Status(ctxT(t), &tjobv1.StatusRequest{JobId: &id})
+	if err != nil || len(resp.GetJobs()) != 1 {
+		t.Fatalf("Status %s: %v", id, err)
+	}
+	return resp.GetJobs()[0]
 }

@@ -294,7 +294,7 @@ func TestSecurityInsideJob(t *testing.T) {
 	secret := e.runJob(t, "echo", "a secret of cli's")
 	e.waitJob(t, secret)
 	dir := filepath.Join(e.dir, ".tjob")
-	spoolFile := filepath.Join(dir, "spool", secret+".out")
+	spoolFile := filepath.Join(dir, "state", "spool", secret+".out")
 	if b, err := os.ReadFile(spoolFile); err != nil || !strings.Contains(string(b), "secret") {
 		t.Fatalf("the other job's output is not where the test looks: %v", err)
 	}
@@ -424,7 +424,7 @@ func TestSecurityJailAttacksViaTjobs(t *testing.T) {
 	secret := e.runJob(t, "echo", "a secret of cli's")
 	e.waitJob(t, secret)
 	dir := filepath.Join(e.dir, ".tjob")
-	files := []string{file, filepath.Join(dir, "svc.key"), filepath.Join(dir, "ca.key"), filepath.Join(dir, "spool", secret+".out"), "/etc/shadow"}
+	files := []string{file, filepath.Join(dir, "svc.key"), filepath.Join(dir, "ca.key"), filepath.Join(dir, "state", "spool", secret+".out"), "/etc/shadow"}
 	args := []string{"run", "sh", "-c", `"$0" "$@"; echo probe done; exec sleep 1000`, testkit.Probe(t),
 		"-connect", socket, "-key", key, "-plant", planted, "-cgroup-attack"}
 	for _, f := range files {

@@ -20,7 +20,7 @@ import (
 // happens to be named like the init is not one.
 func IsInit() bool {
 	stage := os.Getenv(MarkerEnv)
-	return len(os.Args) == 1 && os.Args[0] == Arg0 && (stage == "1" || stage == "2")
+	return len(os.Args) == 1 && os.Args[0] == Arg0 && (stage == "0" || stage == "1" || stage == "2")
 }
 
 // Main runs the init and returns its exit code.
@@ -42,6 +42,12 @@ func Main() int {
 		return 127
 	}
 
+	if v := os.Getenv(ProtocolEnv); v != Protocol {
+		return fail(fmt.Errorf("the init speaks protocol %s, the library %q: build tjob-init from the same tjob as the program", Protocol, v))
+	}
+	if os.Getenv(MarkerEnv) == "0" {
+		return spawn(report)
+	}
 	raw, lifeline, err := readConfig()
 	if err != nil {
 		return fail(err)
@@ -73,6 +79,8 @@ func Main() int {
 	}
 	// Here, in stage 1 or 2, every thread has only KeptCaps and
 	// no_new_privs.
+	children := make(chan os.Signal, 1)
+	signal.Notify(children, unix.SIGCHLD)
 	json.NewEncoder(report).Encode(Report{Ready: true})
 	if err := waitGo(lifeline); err != nil {
 		return 137 // the library is gone
@@ -92,7 +100,7 @@ func Main() int {
 		os.Exit(137)
 	}()
 
-	exit, sig := reap(pid)
+	exit, sig := reap(pid, children)
 	json.NewEncoder(report).Encode(Report{Ended: true, Exit: exit, Signal: int(sig)})
 	return int(exit)
 }
@@ -217,26 +225,36 @@ func forward(sigs <-chan os.Signal, pid int) {
 }
 
 // reap waits for every child, as an init must, until the command itself
-// ends, and returns how it ended, as a shell reports it.
-func reap(pid int) (exit int64, sig syscall.Signal) {
+// ends, and returns how it ended, as a shell reports it. It waits on
+// SIGCHLD rather than in wait(2): a Go program blocked in a system call
+// keeps its runtime polling every 10 ms to take the processor back, and a
+// thousand sleeping jobs would so cost the host a hundred thousand wake-ups
+// a second.
+func reap(pid int, children <-chan os.Signal) (exit int64, sig syscall.Signal) {
 	for {
-		var ws unix.WaitStatus
-		wpid, err := unix.Wait4(-1, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
+		for {
+			var ws unix.WaitStatus
+			wpid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				// No children left (cannot happen before the
+				// command ends): report a plain failure.
+				return 1, 0
+			}
+			if wpid == 0 {
+				break // none has ended (more): wait for SIGCHLD
+			}
+			if wpid != pid {
+				continue
+			}
+			if ws.Signaled() {
+				return 128 + int64(ws.Signal()), ws.Signal()
+			}
+			return int64(ws.ExitStatus()), 0
 		}
-		if err != nil {
-			// No children left (cannot happen before the command
-			// ends): report a plain failure.
-			return 1, 0
-		}
-		if wpid != pid {
-			continue
-		}
-		if ws.Signaled() {
-			return 128 + int64(ws.Signal()), ws.Signal()
-		}
-		return int64(ws.ExitStatus()), 0
+		<-children
 	}
 }
 

@@ -73,12 +73,12 @@ func setupMounts(cfg *Config) error {
 
 // readOnlyRoot makes every mount read-only and mounts a private /tmp: the
 // library's tree at TmpFD (a workspace on disk) when tmp, else an empty
-// tmpfs. Dir stays writable: it is in the private /tmp, or a host
-// directory bound writable at its place again (inside the new /tmp, if
-// that is where it was).
+// tmpfs. Dir stays writable: it is the private /tmp or, with tmp, inside
+// it; or else a host directory, bound writable at its place again (inside
+// the new /tmp, if that is where it was).
 func readOnlyRoot(dir string, tmp bool) error {
 	dirFD := -1
-	if dir != "" && !inTmp(dir) {
+	if dir != "" && filepath.Clean(dir) != "/tmp" && !(tmp && inTmp(dir)) {
 		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return pathErr("chdir", dir, err)

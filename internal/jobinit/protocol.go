@@ -22,10 +22,18 @@ const (
 	// Arg0 is the init's argv[0]; together with MarkerEnv it tells a
 	// program that it was started as the init.
 	Arg0 = "tjob-init"
-	// MarkerEnv holds the stage: "1" when started by the library, "2"
-	// after the init re-executed itself to shed its privileges (see
-	// harden_linux.go).
+	// MarkerEnv holds the stage: "0" for the spawner of a job in a user
+	// namespace (see spawn_linux.go), "1" for the init as the library or
+	// the spawner started it, "2" after the init re-executed itself to
+	// shed its privileges (see harden_linux.go).
 	MarkerEnv = "TJOB_INIT"
+	// UserNSEnv tells the spawner the job's ID map, HOSTID:SIZE.
+	UserNSEnv = "TJOB_INIT_USERNS"
+	// ProtocolEnv carries Protocol, so that an init of another build
+	// refuses the job, saying so, instead of misreading it.
+	ProtocolEnv = "TJOB_INIT_PROTOCOL"
+	// Protocol is this protocol's version.
+	Protocol = "3"
 
 	// ConfigFD carries the Config; the library then holds it open for the
 	// job's life, so that EOF on it means the library's process is gone.
@@ -74,6 +82,9 @@ type Credential struct {
 
 // Report is one line the init writes back.
 type Report struct {
+	// Init: the spawner started the init, as this host pid, a child of
+	// the library's process.
+	Init int `json:",omitempty"`
 	// Ready: the jail is set up and the init holds no more privilege than
 	// the job; it waits for a "g" on ConfigFD before it starts the
 	// command, so that the library can set the job's CPU limit, which

@@ -170,10 +170,10 @@ func startServer(t testing.TB, cfg Config) *testServer {
 	requireRoot(t)
 	f := newFixture(t)
 	ts := &testServer{fixture: f, log: &syncBuffer{}, served: make(chan error, 1)}
-	if cfg.SpoolDir == "" {
-		cfg.SpoolDir = filepath.Join(jobVisibleDir(t), "spool")
+	if cfg.StateDir == "" {
+		cfg.StateDir = filepath.Join(jobVisibleDir(t), "state")
 	}
-	ts.spool = cfg.SpoolDir
+	ts.spool = filepath.Join(cfg.StateDir, spoolDir)
 	cfg.MaskPaths = append(cfg.MaskPaths, f.dir)
 	cfg.Log = ts.log
 	srv, err := New(cfg)

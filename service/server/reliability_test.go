@@ -303,7 +303,7 @@ func TestReliabilityBadLimits(t *testing.T) {
 		{"negative grace", func(c *Config) { c.GracePeriod = -time.Second }, "GracePeriod"},
 	} {
 		cfg := testConfig()
-		cfg.SpoolDir = filepath.Join(t.TempDir(), "spool")
+		cfg.StateDir = filepath.Join(t.TempDir(), "state")
 		cfg.Log = io.Discard
 		tc.set(&cfg)
 		_, err := New(cfg)
@@ -311,8 +311,8 @@ func TestReliabilityBadLimits(t *testing.T) {
 			t.Errorf("%s: New: %v, want an error naming %s", tc.name, err, tc.want)
 			continue
 		}
-		if ents := dirEntries(cfg.SpoolDir); len(ents) != 0 {
-			t.Errorf("%s: spool left with %q", tc.name, ents)
+		if ents := dirEntries(cfg.StateDir); len(ents) != 0 {
+			t.Errorf("%s: state directory left with %q", tc.name, ents)
 		}
 		report(t, "bad input: server limits: "+tc.name, "the server does not start: %q", err)
 	}
@@ -492,12 +492,12 @@ func waitLogs(t testing.TB, c tjobv1.JobClient, id, want string) {
 func TestReliabilitySpoolFull(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
-	if err := syscall.Mount("tjob-test-full", dir, "tmpfs", 0, "size=1m"); err != nil {
+	if err := syscall.Mount("tjob-test-full", dir, "tmpfs", 0, "size=1m,huge=never"); err != nil {
 		t.Skipf("cannot mount a small tmpfs: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
 	cfg := testConfig()
-	cfg.SpoolDir = dir
+	cfg.StateDir = dir
 	ts := startServer(t, cfg)
 	c := ts.client(t, "alice")
 	id := run(t, c, "sh", "-c", "head -c 4194304 /dev/zero; echo still running >&2; exit 5")
@@ -512,13 +512,15 @@ func TestReliabilitySpoolFull(t *testing.T) {
 	if len(out) == 0 || len(out) > 1<<20 || len(bytes.Trim(out, "\x00")) != 0 {
 		t.Fatalf("kept %d bytes; want a prefix of the zeros", len(out))
 	}
-	// The server goes on: Status, and a new job whose output is lost too,
-	// says so.
-	id2 := run(t, c, "echo", "hello")
-	wait(t, c, id2)
-	st2 := jobStatus(t, c, id2)
-	report(t, "fault: spool file system full (1 MiB tmpfs, job writes 4 MiB)", "job exit %d undisturbed; %d KiB kept and readable; error %q; the next job: exit %d, error %q",
-		st.GetExit(), len(out)>>10, st.GetError(), st2.GetExit(), st2.GetError())
+	// The server goes on: Status answers, and a new job, which could not
+	// be recorded, is refused, naming the disk.
+	_, err = c.Run(ctxT(t), &tjobv1.RunRequest{Path: "echo", Args: []string{"hello"}})
+	wantCode(t, "Run on a full disk", err, codes.ResourceExhausted)
+	if !strings.Contains(err.Error(), "no space left on device") {
+		t.Errorf("Run on a full disk: %v", err)
+	}
+	report(t, "fault: state directory's file system full (1 MiB tmpfs, job writes 4 MiB)", "job exit %d undisturbed; %d KiB kept and readable; error %q; the next Run: %s %q",
+		st.GetExit(), len(out)>>10, st.GetError(), status.Code(err), status.Convert(err).Message())
 }
 
 // fdCount is how many files this process has open.

@@ -306,29 +306,34 @@ func TestMasked(t *testing.T) {
 	}
 }
 
-// TestCleanup: a new server removes the output files a crashed one left in
-// its spool, and nothing else.
+// TestCleanup: a new server removes the output files and workspaces that no
+// record claims (a crashed server left them), and nothing else.
 func TestCleanup(t *testing.T) {
 	requireRoot(t)
-	spool := filepath.Join(t.TempDir(), "spool")
-	os.MkdirAll(spool, 0o700)
-	left := filepath.Join(spool, uuid.NewString()+".out")
-	other := filepath.Join(spool, "notes.out")
+	state := filepath.Join(t.TempDir(), "state")
+	id := uuid.NewString()
+	left := filepath.Join(state, spoolDir, id+".out")
+	work := filepath.Join(state, workDir, id)
+	other := filepath.Join(state, spoolDir, "notes.txt")
+	os.MkdirAll(work, 0o700)
+	os.MkdirAll(filepath.Dir(left), 0o700)
 	for _, f := range []string{left, other} {
 		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	cfg := testConfig()
-	cfg.SpoolDir = spool
+	cfg.StateDir = state
 	ts := startServer(t, cfg)
-	if _, err := os.Stat(left); !os.IsNotExist(err) {
-		t.Errorf("%s is still there: %v", left, err)
+	for _, f := range []string{left, work} {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("%s is still there: %v", f, err)
+		}
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Errorf("%s was removed: %v", other, err)
 	}
-	if !strings.Contains(ts.log.String(), "removed 1 output files") || !strings.Contains(ts.log.String(), filepath.Base(left)) {
+	if !strings.Contains(ts.log.String(), "removed 2 files of jobs with no record") || !strings.Contains(ts.log.String(), "output "+id) {
 		t.Errorf("cleanup not logged:\n%s", ts.log.String())
 	}
 }
@@ -362,7 +367,8 @@ func TestLogLines(t *testing.T) {
 }
 
 // TestShutdown: shutting down ends follow streams, stops every job, also
-// one that ignores SIGTERM, and leaves no process, cgroup or output file.
+// one that ignores SIGTERM, and leaves no process or cgroup; the jobs'
+// records and outputs stay for the next server.
 func TestShutdown(t *testing.T) {
 	cfg := testConfig()
 	cfg.GracePeriod = 500 * time.Millisecond
@@ -416,12 +422,11 @@ func TestShutdown(t *testing.T) {
 	if cgs := cgroupsNamed(ids); len(cgs) > 0 {
 		t.Errorf("cgroups left: %v", cgs)
 	}
-	ents, _ := os.ReadDir(ts.spool)
-	if len(ents) > 0 {
-		t.Errorf("spool not empty: %v", ents)
+	if ents, _ := os.ReadDir(ts.spool); len(ents) != len(ids) {
+		t.Errorf("outputs kept: %v, want the %d jobs'", ents, len(ids))
 	}
 	log := ts.log.String()
-	if !strings.Contains(log, "shutdown: stopping 2 running jobs, closing 3") || !strings.Contains(log, "shutdown: done") {
+	if !strings.Contains(log, "shutdown: stopping 2 running jobs; keeping 3 jobs' records") || !strings.Contains(log, "shutdown: done") {
 		t.Errorf("shutdown not logged:\n%s", log)
 	}
 	// No job left a stray error behind.

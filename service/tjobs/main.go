@@ -16,10 +16,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/docker/go-units"
+	"github.com/neildo/tjob"
 	"github.com/neildo/tjob/service/pki"
 	"github.com/neildo/tjob/service/server"
 )
@@ -57,21 +61,40 @@ func serve(args []string, stderr io.Writer) int {
 	caFile := fs.String("ca", ".tjob/ca.crt", "CA certificate `file` that client certificates must chain to")
 	certFile := fs.String("cert", ".tjob/svc.crt", "server certificate `file`")
 	keyFile := fs.String("key", ".tjob/svc.key", "server private key `file`")
-	spool := fs.String("spool", ".tjob/spool", "`dir`ectory for the jobs' output, owned by tjobs")
-	cpu := fs.Int("cpu-percent", server.DefaultCPUPercent, "CPU of each job, in `percent` of one CPU")
-	mem := fs.Int("memory-mb", server.DefaultMemoryMB, "memory of each job, in `MiB`")
-	rbps := fs.Int("read-bps", server.DefaultReadBPS, "disk reads of each job, in `bytes` per second")
-	wbps := fs.Int("write-bps", server.DefaultWriteBPS, "disk writes of each job, in `bytes` per second")
-	pids := fs.Int("pids-max", server.DefaultPidsMax, "processes and threads of each job, at `most`")
-	ioDevs := fs.String("io-devices", "", "comma-separated block `devices` (/dev/sda or MAJOR:MINOR) that -read-bps and\n-write-bps limit; default: the disk behind / (needed when / is not on a disk)")
-	grace := fs.Duration("grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
+	state := fs.String("state", ".tjob/state", "`dir`ectory of the jobs' records, outputs and workspaces, which one tjobs owns at a time")
+	fs.StringVar(state, "spool", ".tjob/state", "the same as -state (its former name)")
+	var cfg server.Config
+	fs.IntVar(&cfg.CPUPercent, "cpu-percent", server.DefaultCPUPercent, "CPU of a job that asks for none, in `percent` of one CPU")
+	fs.IntVar(&cfg.MemoryMB, "memory-mb", server.DefaultMemoryMB, "memory of a job that asks for none, in `MiB`")
+	fs.IntVar(&cfg.ReadBPS, "read-bps", server.DefaultReadBPS, "disk reads of a job that asks for none, in `bytes` per second")
+	fs.IntVar(&cfg.WriteBPS, "write-bps", server.DefaultWriteBPS, "disk writes of a job that asks for none, in `bytes` per second")
+	fs.IntVar(&cfg.PidsMax, "pids-max", server.DefaultPidsMax, "processes and threads of a job that asks for none, at `most`")
+	fs.IntVar(&cfg.Caps.CPUPercent, "max-cpu-percent", server.DefaultMaxCPUPercent, "the most CPU a job may ask for, in `percent` of one CPU (0: no cap)")
+	fs.IntVar(&cfg.Caps.MemoryMB, "max-memory-mb", server.DefaultMaxMemoryMB, "the most memory a job may ask for, in `MiB` (0: no cap)")
+	fs.IntVar(&cfg.Caps.ReadBPS, "max-read-bps", server.DefaultMaxReadBPS, "the most disk reads a job may ask for, in `bytes` per second (0: no cap)")
+	fs.IntVar(&cfg.Caps.WriteBPS, "max-write-bps", server.DefaultMaxWriteBPS, "the most disk writes a job may ask for, in `bytes` per second (0: no cap)")
+	fs.IntVar(&cfg.Caps.PidsMax, "max-pids", server.DefaultMaxPids, "the most processes and threads a job may ask for (0: no cap)")
+	fs.IntVar(&cfg.MaxRunning, "max-running", server.DefaultMaxRunning, "running jobs per user, at `most` (0: no quota)")
+	cfg.MaxOutput, cfg.MaxDisk = server.DefaultMaxOutput, server.DefaultMaxDisk
+	fs.Var((*sizeFlag)(&cfg.MaxOutput), "max-output", "output kept of each job, at most (`size`: 512k, 1m, 2g; 0: no quota); the rest is dropped")
+	fs.Var((*sizeFlag)(&cfg.MaxDisk), "max-disk", "outputs and workspaces kept on disk in all (`size`; 0: no quota); Run is refused when full")
+	fs.IntVar(&cfg.Retain, "retain", server.DefaultRetain, "ended jobs kept per user, at `most`; the oldest are removed (0: keep all)")
+	cfg.RetainFor = server.DefaultRetainFor
+	fs.Var((*daysFlag)(&cfg.RetainFor), "retain-for", "how long ended jobs are kept (`duration`: 90m, 36h, 7d; 0: for ever)")
+	ioDevs := fs.String("io-devices", "", "comma-separated block `devices` (/dev/sda or MAJOR:MINOR) that -read-bps and\n-write-bps limit; default: the disks behind / and the state directory")
+	fs.DurationVar(&cfg.GracePeriod, "grace", tjob.DefaultGracePeriod, "time between SIGTERM and SIGKILL when a job is stopped, unless it asks otherwise")
 	userns := fs.String("userns-range", fmt.Sprintf("%d:%d", server.DefaultUserNS.HostID, server.DefaultUserNS.Size),
 		fmt.Sprintf("host user and group IDs `FIRST:COUNT` for the jobs' user namespaces: each running job's root\nis a host user of its own, with %d IDs; off runs jobs as host root", server.UserNSBlock))
+	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *version {
+		fmt.Println(versionString("tjobs"))
+		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "tjobs: unexpected argument %q\n", fs.Arg(0))
@@ -88,7 +111,6 @@ func serve(args []string, stderr io.Writer) int {
 		return fail(fmt.Errorf("%w (make certificates with: tjobs certs)", err))
 	}
 	// Jobs see the host's files: hide every directory that holds a key.
-	var mask []string
 	for _, f := range []string{*caFile, *certFile, *keyFile} {
 		dir, err := filepath.Abs(filepath.Dir(f))
 		if err != nil {
@@ -97,40 +119,25 @@ func serve(args []string, stderr io.Writer) int {
 		if dir == "/" {
 			return fail(fmt.Errorf("%s: keep certificates in a directory of their own, not in /", f))
 		}
-		mask = append(mask, dir)
+		cfg.MaskPaths = append(cfg.MaskPaths, dir)
 	}
-	idRange, err := server.ParseIDRange(*userns)
-	if err != nil {
+	if cfg.UserNS, err = server.ParseIDRange(*userns); err != nil {
 		return fail(fmt.Errorf("-userns-range: %w", err))
 	}
-	var devices []string
 	for _, d := range strings.Split(*ioDevs, ",") {
-		if d = strings.TrimSpace(d); d == "" {
-			continue
+		if d = strings.TrimSpace(d); d != "" {
+			cfg.IODevices = append(cfg.IODevices, d)
 		}
-		if err := checkDevice(d); err != nil {
-			return fail(err)
-		}
-		devices = append(devices, d)
 	}
-	srv, err := server.New(server.Config{
-		SpoolDir:    *spool,
-		MaskPaths:   mask,
-		CPUPercent:  *cpu,
-		MemoryMB:    *mem,
-		ReadBPS:     *rbps,
-		WriteBPS:    *wbps,
-		IODevices:   devices,
-		PidsMax:     *pids,
-		GracePeriod: *grace,
-		UserNS:      idRange,
-		Log:         stderr,
-	})
+	cfg.StateDir = *state
+	cfg.Log = stderr
+	srv, err := server.New(cfg)
 	if err != nil {
 		return fail(err)
 	}
 	lis, err := net.Listen("tcp", *addr)
 	if err != nil {
+		srv.Shutdown(srv.NewGRPCServer(tlsConfig), 0)
 		return fail(err)
 	}
 	g := srv.NewGRPCServer(tlsConfig)
@@ -150,7 +157,7 @@ func serve(args []string, stderr io.Writer) int {
 		close(done)
 	}()
 
-	fmt.Fprintf(stderr, "%s tjobs: listening on %s (spool %s)\n", now(), lis.Addr(), *spool)
+	fmt.Fprintf(stderr, "%s tjobs: listening on %s (state %s)\n", now(), lis.Addr(), cfg.StateDir)
 	if err := g.Serve(lis); err != nil {
 		return fail(err)
 	}
@@ -158,23 +165,44 @@ func serve(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// checkDevice checks an -io-devices entry: a block device file, or
-// MAJOR:MINOR.
-func checkDevice(d string) error {
-	if strings.HasPrefix(d, "/") {
-		fi, err := os.Stat(d)
+// sizeFlag is a size in bytes, written as Docker writes them: 512k, 1m, 2g.
+type sizeFlag int64
+
+func (f *sizeFlag) String() string { return units.BytesSize(float64(*f)) }
+func (f *sizeFlag) Set(s string) error {
+	n, err := units.RAMInBytes(s)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a size such as 512k, 1m or 2g", s)
+	}
+	*f = sizeFlag(n)
+	return nil
+}
+
+// daysFlag is a duration that may also be in days: 7d.
+type daysFlag time.Duration
+
+func (f *daysFlag) String() string {
+	d := time.Duration(*f)
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+func (f *daysFlag) Set(s string) error {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 32)
 		if err != nil {
-			return fmt.Errorf("-io-devices: %w", err)
+			return fmt.Errorf("%q is not a duration such as 90m, 36h or 7d", s)
 		}
-		if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
-			return fmt.Errorf("-io-devices: %s is not a block device", d)
-		}
+		*f = daysFlag(time.Duration(n) * 24 * time.Hour)
 		return nil
 	}
-	var major, minor uint
-	if n, err := fmt.Sscanf(d, "%d:%d", &major, &minor); err != nil || n != 2 || fmt.Sprintf("%d:%d", major, minor) != d {
-		return fmt.Errorf("-io-devices: %q is neither a device file nor MAJOR:MINOR", d)
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return fmt.Errorf("%q is not a duration such as 90m, 36h or 7d", s)
 	}
+	*f = daysFlag(d)
 	return nil
 }
 
@@ -213,4 +241,25 @@ func certs(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// versionString is the program's module version and commit, from the build
+// information Go embeds.
+func versionString(prog string) string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return prog + " (no build information)"
+	}
+	v := prog + " " + info.Main.Version
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			v += " commit " + s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				v += " (modified)"
+			}
+		}
+	}
+	return v + " " + info.GoVersion
 }

@@ -140,7 +140,8 @@ done
 say "building tjob-probe"
 (cd "$REPO" && go build -o "$R/vmtest/bin/tjob-probe" ./test/probe) || die "cannot build test/probe"
 if [ -n "$bins" ] && compgen -G "$REPO/service/tjobs/*.go" >/dev/null; then
-	say "building tjobs"
+	say "building tjobs and tjob-init"
+	(cd "$REPO" && go build -o "$R/vmtest/bin/tjob-init" ./cmd/tjob-init) || die "cannot build tjob-init"
 	(cd "$REPO/service" && go build -o "$R/vmtest/bin/tjobs" ./tjobs) || die "cannot build tjobs"
 fi
 if [ -n "$bins" ] && compgen -G "$REPO/cli/tjob/*.go" >/dev/null; then
