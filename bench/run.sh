@@ -54,11 +54,13 @@ fi
 command -v perf >/dev/null || log "perf(1) missing: profiles of missed targets fall back to a Go CPU profile of the harness"
 
 # --- scratch directory and cleanup ----------------------------------------
-# Not under /tmp: tjobs gives each job a private /tmp, and the fan-out
-# benchmark's job runs the harness binary from here.
+# Not under /tmp, and open to every user: the fan-out benchmark's job runs
+# the harness binary from here, and tjobs gives each job a private /tmp and
+# runs it as an unprivileged user of a user namespace of its own.
 base=${BENCH_TMPDIR:-/var/tmp}
 [ -d "$base" ] || base=/tmp
 WORK=$(mktemp -d "$base/tjobbench.XXXXXX")
+chmod 755 "$WORK"
 BENCH_PID=
 cleanup() {
 	local rc=$?
