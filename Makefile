@@ -16,10 +16,11 @@ test: lint hosttest fuzz
 		echo "SKIP vmtest: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"; \
 	fi
 
+# gofmt and go vet on every module; bench/ too, though only make bench runs it.
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
-	@for m in $(MODULES); do [ -f $$m/go.mod ] || continue; (cd $$m && $(GO) vet ./...) || exit 1; done
+	@for m in $(MODULES) bench; do [ -f $$m/go.mod ] || continue; (cd $$m && $(GO) vet ./...) || exit 1; done
 	@if [ -f service/checkgen.sh ]; then bash service/checkgen.sh; fi
 
 hosttest:

@@ -2,10 +2,8 @@ package main
 
 import (
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/binary"
 	"flag"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -60,41 +58,5 @@ func genMain(args []string) int {
 		return 2
 	}
 	time.Sleep(*delay)
-	if err := genWrite(os.Stdout, *size); err != nil {
-		fmt.Fprintln(os.Stderr, "gen:", err)
-		return 1
-	}
-	return 0
-}
-
-// tlscatMain: tjobbench tlscat -addr A -ca F -cert F -key F. The anchor of
-// the streaming benchmark: a plain TLS 1.3 client that copies what the server
-// sends to stdout, with the same certificates as tjob.
-func tlscatMain(args []string) int {
-	fs := flag.NewFlagSet("tlscat", flag.ContinueOnError)
-	addr := fs.String("addr", "", "server `host:port`")
-	ca := fs.String("ca", "", "CA `file`")
-	cert := fs.String("cert", "", "client certificate `file`")
-	key := fs.String("key", "", "client key `file`")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	err := func() error {
-		cfg, err := clientTLSConfig(*ca, *cert, *key)
-		if err != nil {
-			return err
-		}
-		conn, err := tls.Dial("tcp", *addr, cfg)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		_, err = io.Copy(os.Stdout, conn)
-		return err
-	}()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tlscat:", err)
-		return 1
-	}
-	return 0
+	return exitCode("gen", genWrite(os.Stdout, *size))
 }

@@ -23,7 +23,8 @@ import (
 )
 
 // chunkServer is a minimal tjob.v1 Job server: Logs sends one file, in
-// messages of chunk bytes. It answers any job ID.
+// messages of chunk bytes. It answers any job ID. It tells what grpc-go
+// costs, with nothing of tjobs around it.
 type chunkServer struct {
 	tjobv1.UnimplementedJobServer
 	file  string
@@ -58,6 +59,34 @@ func (c *chunkServer) Logs(req *tjobv1.LogsRequest, stream grpc.ServerStreamingS
 	}
 }
 
+// listenChunks makes a gRPC server of cs, with tjobs's TLS configuration
+// and the health service (the harness's dial checks it), listening on a
+// free loopback port.
+func listenChunks(cs *chunkServer, ca, cert, key string) (*grpc.Server, net.Listener, error) {
+	cfg, err := server.TLSConfig(ca, cert, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
+	tjobv1.RegisterJobServer(g, cs)
+	healthpb.RegisterHealthServer(g, health.NewServer())
+	return g, ln, nil
+}
+
+// serveChunks serves cs in the harness until stop is called.
+func (e *env) serveChunks(cs *chunkServer) (addr string, stop func(), err error) {
+	g, ln, err := listenChunks(cs, e.cert("ca.crt"), e.cert("svc.crt"), e.cert("svc.key"))
+	if err != nil {
+		return "", nil, err
+	}
+	go g.Serve(ln)
+	return ln.Addr().String(), g.Stop, nil
+}
+
 // logserverMain: tjobbench logserver -file F [-limit N] -chunk N -ca -cert
 // -key. The minimal Logs server as a process of its own, so that its memory
 // can be measured; it prints its address on stdout and serves until killed.
@@ -65,34 +94,21 @@ func logserverMain(args []string) int {
 	fs := flag.NewFlagSet("logserver", flag.ContinueOnError)
 	file := fs.String("file", "", "`file` to send")
 	limit := fs.Int64("limit", 0, "send at most this many `bytes`")
-	chunk := fs.Int64("chunk", 64<<10, "message size in `bytes`")
+	chunk := fs.Int64("chunk", msg64KiB, "message size in `bytes`")
 	ca := fs.String("ca", "", "CA `file`")
 	cert := fs.String("cert", "", "server certificate `file`")
 	key := fs.String("key", "", "server key `file`")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := server.TLSConfig(*ca, *cert, *key)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "logserver:", err)
-		return 1
-	}
 	cs := &chunkServer{file: *file, limit: *limit}
 	cs.chunk.Store(*chunk)
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
-	tjobv1.RegisterJobServer(g, cs)
-	healthpb.RegisterHealthServer(g, health.NewServer()) // the harness's dial checks it
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	g, ln, err := listenChunks(cs, *ca, *cert, *key)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "logserver:", err)
-		return 1
+		return exitCode("logserver", err)
 	}
 	fmt.Println(ln.Addr())
-	if err := g.Serve(ln); err != nil {
-		fmt.Fprintln(os.Stderr, "logserver:", err)
-		return 1
-	}
-	return 0
+	return exitCode("logserver", g.Serve(ln))
 }
 
 // logserverPeak runs the minimal Logs server as a process, has n clients
@@ -117,37 +133,20 @@ func (e *env) logserverPeak(ctx context.Context, file string, limit, chunk int64
 		return 0, fmt.Errorf("logserver: %w", err)
 	}
 	srv := &tjobsServer{addr: strings.TrimSpace(string(line[:m])), pid: cmd.Process.Pid}
-	cs, err := e.dialMany(ctx, srv, n)
+	clients, err := e.dialMany(ctx, srv, n)
 	if err != nil {
 		return 0, err
 	}
-	defer closeAll(cs)
+	defer closeAll(clients)
 	if err := resetPeakRSS(srv.pid); err != nil {
 		return 0, err
 	}
 	fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	var wg sync.WaitGroup
 	res := make([]followResult, n)
-	for i, c := range cs {
-		wg.Go(func() {
-			stream, err := c.job.Logs(fctx, &tjobv1.LogsRequest{JobId: "any"})
-			if err != nil {
-				res[i].err = err
-				return
-			}
-			for {
-				msg, err := stream.Recv()
-				if err == io.EOF {
-					return
-				}
-				if err != nil {
-					res[i].err = err
-					return
-				}
-				res[i].n += int64(len(msg.GetData()))
-			}
-		})
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Go(func() { res[i] = follow(fctx, c, "any", false) })
 	}
 	wg.Wait()
 	for _, r := range res {
@@ -155,9 +154,5 @@ func (e *env) logserverPeak(ctx context.Context, file string, limit, chunk int64
 			return 0, fmt.Errorf("logserver client got %d of %d bytes: %v", r.n, limit, r.err)
 		}
 	}
-	hwm, err := statusKB(srv.pid, "VmHWM")
-	if err != nil {
-		return 0, err
-	}
-	return hwm["VmHWM"] / 1024, nil
+	return peakRSSMiB(srv.pid)
 }

@@ -1,20 +1,26 @@
-// Command tjobbench measures tjob against the tools one would otherwise use,
-// on this machine, and writes docs/BENCHMARKS.md. bench/run.sh (make bench)
-// builds it with tjobs and tjob, makes certificates, and runs it.
+// Command tjobbench measures tjob next to the tools one would otherwise use
+// (unshare, bwrap, runc, a raw TLS copy), on this machine, and writes
+// docs/BENCHMARKS.md. bench/run.sh (make bench) builds it with tjobs and
+// tjob, makes certificates, and runs it.
 //
 //	tjobbench -tjobs BIN -tjob BIN -certs DIR -work DIR -out FILE [-quick] [-only LIST]
 //
+// What the library does alone, in one process, is measured by the root
+// package's testing.B benchmarks instead (BenchmarkStart, BenchmarkCapture,
+// ...), where benchstat can compare two trees; the report says which.
+//
 // It is also the benchmarks' own tools, as subcommands:
 //
-//	tjobbench gen -size BYTES [-delay D]   writes a known byte stream to stdout
-//	tjobbench tlscat -addr A -ca -cert -key  copies a TLS connection to stdout
+//	tjobbench gen -size BYTES [-delay D]        writes a known byte stream to stdout
+//	tjobbench tlscat -addr A -ca -cert -key     copies a TLS connection to stdout
+//	tjobbench grpccat -addr A [-window N] ...   copies a Logs stream to stdout
+//	tjobbench logserver -file F -chunk N ...    serves a file as a Logs stream
 //
 // It imports the tjob library, so the library's jail runs this binary as the
 // jail's init for the in-process jobs.
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -24,8 +30,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,10 +41,8 @@ func main() {
 		switch os.Args[1] {
 		case "gen":
 			os.Exit(genMain(os.Args[2:]))
-		case "tlscat":
-			os.Exit(tlscatMain(os.Args[2:]))
-		case "grpccat":
-			os.Exit(grpccatMain(os.Args[2:]))
+		case "tlscat", "grpccat":
+			os.Exit(catMain(os.Args[1], os.Args[2:]))
 		case "logserver":
 			os.Exit(logserverMain(os.Args[2:]))
 		}
@@ -58,17 +60,34 @@ type env struct {
 	perf              string // perf(1), or "" when missing
 	root              bool
 	pidFile           string
-	rep               *report
 
 	mu      sync.Mutex
 	servers []*tjobsServer
 }
 
+// A section measures one thing and adds its rows and notes to s.
 type sectionFunc func(ctx context.Context, e *env, s *section) error
+
+// sections are the report's, in order.
+var sections = []struct {
+	key   string // for -only
+	title string
+	intro string
+	run   sectionFunc   // nil: the intro says where its figures come from
+	share time.Duration // the most of the budget it may take
+	root  string        // why it needs root; "" when its rows say for themselves
+}{
+	{"start", "1. Start latency: /bin/true", startIntro, sectionStart, 75 * time.Second, ""},
+	{"capture", "2. Output capture: 1 GiB to stdout", captureIntro, nil, 0, ""},
+	{"stream", "3. Streaming: tjob logs of 1 GiB", streamIntro, sectionStream, 110 * time.Second, "tjobs runs jails"},
+	{"fanout", "4. Fan-out: followers of a 100 MiB job", fanoutIntro, sectionFanout, 150 * time.Second, "tjobs runs jails"},
+	{"memory", "5. Memory: tjobs RSS, and the jail's own", memoryIntro, sectionMemory, 150 * time.Second, "tjobs runs jails"},
+	{"scale", "6. Scale: 1000 concurrent sleep jobs", scaleIntro, sectionScale, 120 * time.Second, "tjobs runs jails"},
+}
 
 func benchMain(args []string) int {
 	fs := flag.NewFlagSet("tjobbench", flag.ContinueOnError)
-	e := &env{rep: &report{}}
+	e := &env{}
 	fs.StringVar(&e.tjobs, "tjobs", "", "tjobs `binary`")
 	fs.StringVar(&e.tjob, "tjob", "", "tjob CLI `binary`")
 	fs.StringVar(&e.noop, "noop", "", "an empty Go program's `binary` (bench/noop)")
@@ -107,34 +126,50 @@ func benchMain(args []string) int {
 	defer cancelBudget()
 	defer e.stopServers()
 
-	e.machine()
+	rep := &report{machine: e.machine()}
 	loadStart := loadavg()
-	sections := []struct {
-		key   string
-		title string
-		intro string
-		f     sectionFunc
-		share time.Duration // most of the budget this section may take
-	}{
-		{"start", "1. Start latency: /bin/true", startIntro, sectionStart, 75 * time.Second},
-		{"capture", "2. Output capture: 1 GiB to stdout", captureIntro, sectionCapture, 60 * time.Second},
-		{"stream", "3. Streaming: tjob logs of 1 GiB", streamIntro, sectionStream, 110 * time.Second},
-		{"fanout", "4. Fan-out: followers of a 100 MiB job", fanoutIntro, sectionFanout, 150 * time.Second},
-		{"memory", "5. Memory: tjobs RSS, and the jail's own", memoryIntro, sectionMemory, 150 * time.Second},
-		{"scale", "6. Scale: 1000 concurrent sleep jobs", scaleIntro, sectionScale, 120 * time.Second},
+	failed := e.runSections(ctx, rep, *only)
+	rep.machine = append(rep.machine,
+		[2]string{"load average at start / end", loadStart + " / " + loadavg()},
+		[2]string{"harness run time", time.Since(started).Round(time.Second).String() + " (measuring; builds and apt-get come on top)"})
+
+	if sigCtx.Err() != nil {
+		// A report cut short by Ctrl-C must not replace a whole one.
+		fmt.Fprintf(os.Stderr, "bench: interrupted: %s not written\n", *out)
+		return 130
 	}
+	if err := writeReport(*out, rep.markdown(header(started, e.quick))); err != nil {
+		fmt.Fprintln(os.Stderr, "tjobbench:", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s\n", *out)
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// runSections runs the sections -only names (all when empty), each within
+// its share of what is left of ctx, and reports whether any failed.
+func (e *env) runSections(ctx context.Context, rep *report, only string) (failed bool) {
 	want := map[string]bool{}
-	for _, k := range strings.Split(*only, ",") {
+	for _, k := range strings.Split(only, ",") {
 		if k != "" {
 			want[k] = true
 		}
 	}
-	failed := false
 	for _, sec := range sections {
 		if len(want) > 0 && !want[sec.key] {
 			continue
 		}
-		s := e.rep.section(sec.title, sec.intro)
+		s := rep.section(sec.title, sec.intro)
+		if sec.run == nil {
+			continue
+		}
+		if sec.root != "" && !e.root {
+			s.skipRow(shortTitle(sec.title), "needs root ("+sec.root+")")
+			continue
+		}
 		if ctx.Err() != nil {
 			s.err = fmt.Errorf("not run: %w", context.Cause(ctx))
 			failed = true
@@ -143,7 +178,7 @@ func benchMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "bench: == %s\n", sec.title)
 		t0 := time.Now()
 		sctx, scancel := context.WithTimeout(ctx, sec.share)
-		err := runSection(sctx, e, s, sec.f)
+		err := runSection(sctx, e, s, sec.run)
 		scancel()
 		s.took = time.Since(t0)
 		e.stopServers()
@@ -153,33 +188,11 @@ func benchMain(args []string) int {
 			fmt.Fprintf(os.Stderr, "bench: %s: FAILED: %v\n", sec.title, err)
 		}
 	}
-	e.rep.machine = append(e.rep.machine, [2]string{"load average at start / end", loadStart + " / " + loadavg()})
-	e.rep.machine = append(e.rep.machine, [2]string{"harness run time", time.Since(started).Round(time.Second).String() + " (measuring; builds and apt-get come on top)"})
-
-	if sigCtx.Err() != nil {
-		// A report cut short by Ctrl-C must not replace a whole one.
-		fmt.Fprintf(os.Stderr, "bench: interrupted: %s not written\n", *out)
-		return 130
-	}
-	header := fmt.Sprintf("# Benchmarks\n\nGenerated by `make bench` (`bench/run.sh`, `bench/*.go`) on %s. **Do not edit by hand**: run `make bench` again.\nEach figure is the median of N runs with its spread; the ratio compares it with its anchor, measured in the same run on the same machine.\n",
-		started.UTC().Format("2006-01-02 15:04 UTC"))
-	if e.quick {
-		header += "\n> **Quick run (`-quick`)**: few runs and small counts; not the figures of record.\n"
-	}
-	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err == nil {
-		err = os.WriteFile(*out, []byte(e.rep.markdown(header)), 0o644)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "tjobbench:", err)
-			return 1
-		}
-	}
-	fmt.Fprintf(os.Stderr, "bench: wrote %s\n", *out)
-	if failed {
-		return 1
-	}
-	return 0
+	return failed
 }
 
+// runSection runs one section; a panic in it fails the section, not the
+// report.
 func runSection(ctx context.Context, e *env, s *section, f sectionFunc) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -193,6 +206,33 @@ func runSection(ctx context.Context, e *env, s *section, f sectionFunc) (err err
 		s.note("The section's time budget ran out: some figures have fewer runs than planned.")
 	}
 	return err
+}
+
+func header(started time.Time, quick bool) string {
+	h := fmt.Sprintf("# Benchmarks\n\nGenerated by `make bench` (`bench/run.sh`, `bench/*.go`) on %s. **Do not edit by hand**: run `make bench` again.\n"+
+		"Each figure is the median of N runs with its spread; the ratio compares it with its anchor, measured in the same run on the same machine. "+
+		"What the library does alone, in one process, is measured by its own benchmarks (`go test -bench`; each section says which), "+
+		"which benchstat can compare between two trees.\n",
+		started.UTC().Format("2006-01-02 15:04 UTC"))
+	if quick {
+		h += "\n> **Quick run (`-quick`)**: few runs and small counts; not the figures of record.\n"
+	}
+	return h
+}
+
+func writeReport(file, text string) error {
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(file, []byte(text), 0o644)
+}
+
+// runs is how many times to measure: fewer with -quick.
+func (e *env) runs(full, quick int) int {
+	if e.quick {
+		return quick
+	}
+	return full
 }
 
 func (e *env) stopServers() {
@@ -219,217 +259,6 @@ func (e *env) recordPid(pid int) {
 	f.Close()
 }
 
-// machine records what the figures were measured on.
-func (e *env) machine() {
-	m := &e.rep.machine
-	add := func(k, v string) { *m = append(*m, [2]string{k, v}) }
-	add("CPUs (nproc)", fmt.Sprint(runtime.NumCPU()))
-	if kv, err := kbFields("/proc/meminfo", "MemTotal"); err == nil {
-		add("memory", fmt.Sprintf("%.1f GiB", kv["MemTotal"]/(1<<20)))
-	}
-	add("CPU model", cpuModel())
-	var u syscall.Utsname
-	if syscall.Uname(&u) == nil {
-		add("kernel", fmt.Sprintf("%s %s %s", cstr(u.Sysname[:]), cstr(u.Release[:]), cstr(u.Machine[:])))
-	}
-	add("cgroups", cgroupMode())
-	add("Go", runtime.Version())
-	if b, err := os.ReadFile("/etc/os-release"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
-				add("OS", strings.Trim(v, `"`))
-			}
-		}
-	}
-	add("root", yesNo(e.root))
-	add("tree", treeState(e.repo))
-	tools := []string{}
-	for _, t := range []string{"unshare", "bwrap", "runc", "busybox", "perf"} {
-		if p, err := exec.LookPath(t); err == nil {
-			v := toolVersion(t, p)
-			tools = append(tools, fmt.Sprintf("%s %s", t, v))
-		} else {
-			tools = append(tools, t+" (missing)")
-		}
-	}
-	add("tools", strings.Join(tools, "; "))
-}
-
-// loadavg is the 1-minute load average, and the processes other than the
-// harness's that used the most CPU in the last second: the benchmarks
-// share the machine with them.
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return "?"
-	}
-	s := f[0]
-	if busy := busiest(time.Second); busy != "" {
-		s += " (busiest other processes over 1 s: " + busy + ")"
-	}
-	return s
-}
-
-// busiest names the processes outside the harness that used ≥ 5% of a CPU
-// over d.
-func busiest(d time.Duration) string {
-	snap := func() map[int]float64 {
-		m := map[int]float64{}
-		dirs, _ := filepath.Glob("/proc/[0-9]*")
-		for _, dir := range dirs {
-			pid, err := strconv.Atoi(filepath.Base(dir))
-			if err != nil {
-				continue
-			}
-			if c, err := cpuSeconds(pid); err == nil {
-				m[pid] = c
-			}
-		}
-		return m
-	}
-	a := snap()
-	time.Sleep(d)
-	b := snap()
-	self := os.Getpid()
-	type pc struct {
-		name string
-		pct  float64
-	}
-	var out []pc
-	for pid, c := range b {
-		if pid == self {
-			continue
-		}
-		if p := (c - a[pid]) / d.Seconds() * 100; p >= 5 && a[pid] > 0 {
-			name, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-			out = append(out, pc{strings.TrimSpace(string(name)), p})
-		}
-	}
-	slices.SortFunc(out, func(x, y pc) int { return cmp.Compare(y.pct, x.pct) })
-	var parts []string
-	for _, p := range out {
-		parts = append(parts, fmt.Sprintf("%s %.0f%%", p.name, p.pct))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func cstr(b []int8) string {
-	var s []byte
-	for _, c := range b {
-		if c == 0 {
-			break
-		}
-		s = append(s, byte(c))
-	}
-	return string(s)
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "?"
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
-}
-
-// cgroupMode tells v2, v1 and hybrid apart from the mounts.
-func cgroupMode() string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return "?"
-	}
-	var v1 []string
-	v2 := ""
-	for _, l := range strings.Split(string(b), "\n") {
-		_, after, ok := strings.Cut(l, " - ")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(after)
-		pre := strings.Fields(l)
-		if len(f) < 3 || len(pre) < 5 {
-			continue
-		}
-		switch f[0] {
-		case "cgroup2":
-			v2 = pre[4]
-		case "cgroup":
-			v1 = append(v1, filepath.Base(pre[4]))
-		}
-	}
-	switch {
-	case len(v1) > 0 && v2 != "":
-		ctrls, _ := os.ReadFile(filepath.Join(v2, "cgroup.controllers"))
-		c := strings.TrimSpace(string(ctrls))
-		if c == "" {
-			c = "none"
-		}
-		return fmt.Sprintf("hybrid: v1 hierarchies %s; v2 at %s with controllers: %s", strings.Join(v1, ","), v2, c)
-	case len(v1) > 0:
-		return "v1: " + strings.Join(v1, ",")
-	case v2 != "":
-		return "v2 at " + v2
-	}
-	return "none mounted"
-}
-
-func treeState(repo string) string {
-	head, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return "?"
-	}
-	st, _ := exec.Command("git", "-C", repo, "status", "--porcelain").Output()
-	var mod, untracked []string
-	for _, l := range strings.Split(string(st), "\n") {
-		if len(l) < 4 {
-			continue
-		}
-		if strings.HasPrefix(l, "??") {
-			untracked = append(untracked, strings.TrimSpace(l[3:]))
-		} else {
-			mod = append(mod, strings.TrimSpace(l[3:]))
-		}
-	}
-	s := "commit " + strings.TrimSpace(string(head))
-	if len(mod)+len(untracked) > 0 {
-		s += " with the working tree as it was (work in progress):"
-		if len(mod) > 0 {
-			s += " modified " + strings.Join(mod, " ")
-		}
-		if len(untracked) > 0 {
-			s += "; untracked " + strings.Join(untracked, " ")
-		}
-	}
-	return s
-}
-
-func toolVersion(name, path string) string {
-	var out []byte
-	switch name {
-	case "busybox":
-		out, _ = exec.Command(path).Output()
-	case "perf":
-		out, _ = exec.Command(path, "version").Output()
-	default:
-		out, _ = exec.Command(path, "--version").CombinedOutput()
-	}
-	first, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	first = strings.TrimSpace(first)
-	for _, p := range []string{"unshare from ", "bubblewrap ", "runc version ", "perf version "} {
-		first = strings.TrimPrefix(first, p)
-	}
-	if len(first) > 40 {
-		first = first[:40]
-	}
-	return first
-}
-
 // wait sleeps for d unless ctx ends first.
 func wait(ctx context.Context, d time.Duration) error {
 	select {
@@ -439,3 +268,27 @@ func wait(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// timed runs cmd, its stdout to /dev/null, and returns its wall time. Its
+// stderr goes to a file, which says why when it fails: no pipe and no
+// copying goroutine, so that nothing but the command is timed.
+func timed(cmd *exec.Cmd) (time.Duration, error) {
+	stderr, err := os.CreateTemp("", "tjobbench-stderr-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(stderr.Name())
+	defer stderr.Close()
+	cmd.Stderr = stderr
+	t0 := time.Now()
+	err = cmd.Run()
+	d := time.Since(t0)
+	if err != nil {
+		msg, _ := os.ReadFile(stderr.Name())
+		return d, fmt.Errorf("%s: %v: %s", filepath.Base(cmd.Path), err, strings.TrimSpace(string(msg)))
+	}
+	return d, nil
+}
+
+// ms is d in milliseconds, the unit of most rows.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1,14 +1,61 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/neildo/tjob/internal/jobinit"
 )
+
+// What the harness reads of /proc: each format has one parser here.
+
+// procFile is the path of a process's file in /proc.
+func procFile(pid int, name string) string {
+	return fmt.Sprintf("/proc/%d/%s", pid, name)
+}
+
+// procFields reads a file of "Key: value" lines: /proc/PID/status,
+// /proc/PID/smaps_rollup, /proc/meminfo, /proc/cpuinfo. A key that repeats
+// (cpuinfo has a block a CPU) keeps its first value.
+func procFields(file string) (map[string]string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	fields := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		k = strings.TrimSpace(k)
+		if _, seen := fields[k]; ok && !seen {
+			fields[k] = strings.TrimSpace(v)
+		}
+	}
+	return fields, nil
+}
+
+// procKiB reads one field of such a file whose value is in kB ("VmRSS: 1234 kB").
+func procKiB(file, key string) (float64, error) {
+	fields, err := procFields(file)
+	if err != nil {
+		return 0, err
+	}
+	v, ok := kib(fields, key)
+	if !ok {
+		return 0, fmt.Errorf("%s: no %s", file, key)
+	}
+	return v, nil
+}
+
+// kib is the number in a field of procFields that is in kB.
+func kib(fields map[string]string, key string) (float64, bool) {
+	n, _, _ := strings.Cut(fields[key], " ")
+	v, err := strconv.ParseFloat(n, 64)
+	return v, err == nil
+}
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100
 // on every Linux architecture Go supports.
@@ -17,91 +64,73 @@ const clockTicks = 100
 // cpuSeconds is the user and system CPU time that process pid (all its
 // threads, living and dead) has used.
 func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	file := procFile(pid, "stat")
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return 0, err
 	}
 	// The command name may hold spaces: fields count from after its ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
+		return 0, fmt.Errorf("%s: no ')'", file)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); utime is field 14, stime field 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+		return 0, fmt.Errorf("%s: short", file)
 	}
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime or stime", pid)
+		return 0, fmt.Errorf("%s: bad utime or stime", file)
 	}
 	return float64(ut+st) / clockTicks, nil
 }
 
-// statusKB reads fields of /proc/PID/status that are in kB (VmRSS, VmHWM).
-func statusKB(pid int, keys ...string) (map[string]float64, error) {
-	return kbFields(fmt.Sprintf("/proc/%d/status", pid), keys...)
-}
-
-// smapsKB reads fields of /proc/PID/smaps_rollup (Pss, Private_Dirty...).
-func smapsKB(pid int, keys ...string) (map[string]float64, error) {
-	return kbFields(fmt.Sprintf("/proc/%d/smaps_rollup", pid), keys...)
-}
-
-func kbFields(file string, keys ...string) (map[string]float64, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	want := map[string]bool{}
-	for _, k := range keys {
-		want[k] = true
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok || !want[k] {
-			continue
-		}
-		fs := strings.Fields(v)
-		if len(fs) == 0 {
-			continue
-		}
-		n, err := strconv.ParseFloat(fs[0], 64)
-		if err != nil {
-			continue
-		}
-		out[k] += n
-	}
-	for _, k := range keys {
-		if _, ok := out[k]; !ok {
-			return out, fmt.Errorf("%s: no %s", file, k)
-		}
-	}
-	return out, sc.Err()
-}
-
 // rssMiB is the resident set of pid now, in MiB.
 func rssMiB(pid int) (float64, error) {
-	m, err := statusKB(pid, "VmRSS")
-	if err != nil {
-		return 0, err
-	}
-	return m["VmRSS"] / 1024, nil
+	v, err := procKiB(procFile(pid, "status"), "VmRSS")
+	return v / 1024, err
+}
+
+// peakRSSMiB is the largest resident set of pid since it started or since
+// resetPeakRSS, in MiB.
+func peakRSSMiB(pid int) (float64, error) {
+	v, err := procKiB(procFile(pid, "status"), "VmHWM")
+	return v / 1024, err
 }
 
 // resetPeakRSS resets VmHWM of pid to its current RSS (proc(5),
 // clear_refs "5").
 func resetPeakRSS(pid int) error {
-	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+	return os.WriteFile(procFile(pid, "clear_refs"), []byte("5"), 0)
+}
+
+// memory is what a process holds, in KiB.
+type memory struct {
+	rss     float64 // resident
+	pss     float64 // resident, with each shared page split among its sharers
+	private float64 // resident and not shared: Private_Clean + Private_Dirty
+}
+
+func memoryOf(pid int) (memory, error) {
+	rss, err := procKiB(procFile(pid, "status"), "VmRSS")
+	if err != nil {
+		return memory{}, err
+	}
+	smaps, err := procFields(procFile(pid, "smaps_rollup"))
+	if err != nil {
+		return memory{}, err
+	}
+	pss, _ := kib(smaps, "Pss")
+	clean, _ := kib(smaps, "Private_Clean")
+	dirty, _ := kib(smaps, "Private_Dirty")
+	return memory{rss: rss, pss: pss, private: clean + dirty}, nil
 }
 
 // children lists the child processes of pid, over all its threads.
 func children(pid int) []int {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	tasks, _ := filepath.Glob(procFile(pid, "task/*/children"))
 	var out []int
 	for _, t := range tasks {
 		b, err := os.ReadFile(t)
@@ -117,55 +146,72 @@ func children(pid int) []int {
 	return out
 }
 
-// argv0 is the first word of pid's command line.
-func argv0(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return ""
-	}
-	a, _, _ := bytes.Cut(b, []byte{0})
-	return string(a)
-}
-
-// cgroupOf is /proc/PID/cgroup, one string.
-func cgroupOf(pid int) string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	return strings.TrimSpace(string(b))
-}
-
-// cgroupDiff says which hierarchies' cgroups differ between two
-// /proc/PID/cgroup contents: the controllers a job got a cgroup of its own in.
-func cgroupDiff(a, b string) []string {
-	parse := func(s string) map[string]string {
-		m := map[string]string{}
-		for _, l := range strings.Split(s, "\n") {
-			parts := strings.SplitN(l, ":", 3)
-			if len(parts) == 3 {
-				k := parts[1]
-				if k == "" {
-					k = "unified"
-				}
-				m[k] = parts[2]
-			}
-		}
-		return m
-	}
-	ma, mb := parse(a), parse(b)
-	var diff []string
-	for k, v := range ma {
-		if mb[k] != v {
-			diff = append(diff, k)
-		}
-	}
-	return diff
-}
-
-func jailInitsOf(pid int) []int {
+// jailInits lists the children of pid that are a job's init: the library
+// starts it with argv[0] jobinit.Arg0.
+func jailInits(pid int) []int {
 	var out []int
 	for _, c := range children(pid) {
-		if argv0(c) == "tjob-jail-init" {
+		cmdline, _ := os.ReadFile(procFile(c, "cmdline"))
+		if arg0, _, _ := bytes.Cut(cmdline, []byte{0}); string(arg0) == jobinit.Arg0 {
 			out = append(out, c)
 		}
 	}
 	return out
+}
+
+// cgroupsOf maps each hierarchy ("unified" for v2, else its v1 controllers)
+// to pid's cgroup in it, from /proc/PID/cgroup.
+func cgroupsOf(pid int) map[string]string {
+	b, _ := os.ReadFile(procFile(pid, "cgroup"))
+	m := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		// "4:memory:/a/b", "0::/user.slice"
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) < 3 {
+			continue
+		}
+		if parts[1] == "" {
+			parts[1] = "unified"
+		}
+		m[parts[1]] = parts[2]
+	}
+	return m
+}
+
+// ownCgroups lists the hierarchies in which pid has a cgroup other than
+// parent's: those the job got a cgroup of its own in.
+func ownCgroups(pid, parent int) []string {
+	mine, theirs := cgroupsOf(pid), cgroupsOf(parent)
+	var own []string
+	for h, cg := range mine {
+		if theirs[h] != cg {
+			own = append(own, h)
+		}
+	}
+	return own
+}
+
+// mount is one line of /proc/self/mountinfo.
+type mount struct {
+	point   string   // where it is mounted
+	fstype  string   // "cgroup", "cgroup2", "ext4", ...
+	options []string // the file system's own (super) options
+}
+
+func mounts() ([]mount, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []mount
+	for _, line := range strings.Split(string(b), "\n") {
+		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(g) < 3 {
+			continue
+		}
+		out = append(out, mount{point: f[4], fstype: g[0], options: strings.Split(g[2], ",")})
+	}
+	return out, nil
 }

@@ -6,12 +6,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
 )
+
+// addProfile adds to s, under title, where the CPU goes during one more run
+// of something that missed its target; or a note of why it could not.
+func (e *env) addProfile(ctx context.Context, s *section, name, title string, target []string, during func() error) {
+	text, err := e.profile(ctx, name, target, during)
+	if err != nil {
+		s.note("%s failed: %v", title, err)
+		return
+	}
+	s.profiles = append(s.profiles, profileText{title, text})
+}
 
 // profile records where the CPU goes while during runs: with perf(1) when
 // it is here (target: "-a" for the whole machine, or "-p PID"), which sees
@@ -96,10 +106,4 @@ func (e *env) pprofProfile(name string, during func() error) (string, error) {
 		return "", fmt.Errorf("go tool pprof: %v", err)
 	}
 	return "Go CPU profile of the harness process (perf(1) is missing, so the kernel and other processes are not seen)\n\n" + string(out), nil
-}
-
-var slugRe = regexp.MustCompile(`[^a-z0-9]+`)
-
-func slug(s string) string {
-	return strings.Trim(slugRe.ReplaceAllString(strings.ToLower(s), "-"), "-")
 }

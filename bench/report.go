@@ -6,7 +6,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -32,6 +31,14 @@ func summarize(xs []float64) stats {
 		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
 	return stats{n: len(s), med: med, p10: pct(10), p90: pct(90), p99: pct(99), min: s[0], max: s[len(s)-1]}
+}
+
+// median is the median of xs; NaN when there is none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	return summarize(xs).med
 }
 
 // row is one figure of the report.
@@ -62,15 +69,14 @@ type section struct {
 
 type profileText struct{ title, text string }
 
+// report is docs/BENCHMARKS.md: what the machine is, then the sections.
 type report struct {
-	mu       sync.Mutex
 	machine  [][2]string
 	sections []*section
 }
 
+// section adds a section to the report.
 func (r *report) section(title, intro string) *section {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	s := &section{title: title, intro: intro}
 	r.sections = append(r.sections, s)
 	return s
@@ -179,27 +185,7 @@ func (r *report) markdown(header string) string {
 		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], cell(kv[1]))
 	}
 
-	b.WriteString("\n## Targets\n\n| section | figure | measured | target | met |\n| --- | --- | --- | --- | --- |\n")
-	for _, s := range r.sections {
-		for _, rw := range s.rows {
-			if rw.target == "" {
-				continue
-			}
-			measured := fmtVal(rw.unit, rw.value) + " " + rw.unit + "; " + rw.ratio
-			if rw.unit == "" {
-				measured = rw.anchor + "; " + rw.ratio
-			}
-			if rw.skip != "" {
-				measured = "skipped: " + rw.skip
-			}
-			met := rw.met
-			if rw.skip != "" {
-				met = "not measured"
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | **%s** |\n", cell(shortTitle(s.title)), cell(rw.what), cell(measured), cell(rw.target), cell(met))
-		}
-	}
-
+	r.targets(&b)
 	for _, s := range r.sections {
 		fmt.Fprintf(&b, "\n## %s\n\n", s.title)
 		if s.intro != "" {
@@ -233,11 +219,35 @@ func (r *report) markdown(header string) string {
 		for _, p := range s.profiles {
 			fmt.Fprintf(&b, "\n<details><summary>%s</summary>\n\n```\n%s\n```\n</details>\n", p.title, strings.TrimRight(p.text, "\n"))
 		}
-		fmt.Fprintf(&b, "\n_Section took %s._\n", s.took.Round(100*time.Millisecond))
+		if s.took > 0 {
+			fmt.Fprintf(&b, "\n_Section took %s._\n", s.took.Round(100*time.Millisecond))
+		}
 	}
 	return b.String()
 }
 
+// targets writes the table of every figure that has a target.
+func (r *report) targets(b *strings.Builder) {
+	b.WriteString("\n## Targets\n\n| section | figure | measured | target | met |\n| --- | --- | --- | --- | --- |\n")
+	for _, s := range r.sections {
+		for _, rw := range s.rows {
+			if rw.target == "" {
+				continue
+			}
+			measured := fmtVal(rw.unit, rw.value) + " " + rw.unit + "; " + rw.ratio
+			if rw.unit == "" {
+				measured = rw.anchor + "; " + rw.ratio
+			}
+			met := rw.met
+			if rw.skip != "" {
+				measured, met = "skipped: "+rw.skip, "not measured"
+			}
+			fmt.Fprintf(b, "| %s | %s | %s | %s | **%s** |\n", cell(shortTitle(s.title)), cell(rw.what), cell(measured), cell(rw.target), cell(met))
+		}
+	}
+}
+
+// shortTitle is a section's title up to its colon: "1. Start latency".
 func shortTitle(t string) string {
 	if i := strings.Index(t, ":"); i > 0 {
 		return t[:i]

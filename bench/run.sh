@@ -7,7 +7,8 @@
 # harness (bench/, a Go program) into a scratch directory, makes certificates
 # there, and runs the harness, which starts and stops its own tjobs servers on
 # loopback. Everything it starts and makes is removed on exit, failure and
-# Ctrl-C included.
+# Ctrl-C included. What the library does alone, in one process, is measured
+# by its benchmarks instead: go test -bench in the repository's root.
 #
 # Environment: BENCH_OUT (default docs/BENCHMARKS.md), BENCH_TMPDIR (where
 # the scratch directory goes, default /var/tmp), BENCH_ARGS (extra
@@ -54,11 +55,13 @@ fi
 command -v perf >/dev/null || log "perf(1) missing: profiles of missed targets fall back to a Go CPU profile of the harness"
 
 # --- scratch directory and cleanup ----------------------------------------
-# Not under /tmp: tjobs gives each job a private /tmp, and the fan-out
-# benchmark's job runs the harness binary from here.
+# Not under /tmp, and open to every user: the fan-out benchmark's job runs
+# the harness binary from here, and tjobs gives each job a private /tmp and
+# runs it as an unprivileged user of a user namespace of its own.
 base=${BENCH_TMPDIR:-/var/tmp}
 [ -d "$base" ] || base=/tmp
 WORK=$(mktemp -d "$base/tjobbench.XXXXXX")
+chmod 755 "$WORK"
 BENCH_PID=
 cleanup() {
 	local rc=$?

@@ -12,22 +12,11 @@ import (
 
 const scaleIntro = "A fresh tjobs with the RFD's limits. 1000 `sleep 600` jobs are started by 16 concurrent `Run` calls on one mTLS connection; " +
 	"then `Status(all)` (1000 jobs in each answer) is timed 30 times, tjobs's RSS compared with before, and all jobs stopped by 64 concurrent `Stop` calls " +
-	"(SIGTERM to each jail's init, which forwards it to `sleep`)."
+	"(tjobs sends SIGTERM to every process in each job's cgroup, sparing the jail's init, which then reports how `sleep` ended)."
 
 func sectionScale(ctx context.Context, e *env, s *section) error {
-	if !e.root {
-		s.skipRow("1000 concurrent jobs", "needs root (tjobs runs jails)")
-		return nil
-	}
-	jobs := 1000
-	if e.quick {
-		jobs = 100
-	}
-	srv, err := e.startServer(ctx, "scale")
-	if err != nil {
-		return err
-	}
-	c, err := e.dial(ctx, srv)
+	jobs := e.runs(1000, 100)
+	srv, c, err := e.connect(ctx, "scale")
 	if err != nil {
 		return err
 	}
@@ -36,36 +25,46 @@ func sectionScale(ctx context.Context, e *env, s *section) error {
 	if err != nil {
 		return err
 	}
+	started := startMany(ctx, s, c, jobs)
+	stopped := false
+	defer func() { // whatever happens next
+		if !stopped {
+			inParallel(64, len(started), func(i int) error { return c.stop(context.Background(), started[i]) })
+		}
+	}()
+	if len(started) == 0 {
+		return fmt.Errorf("no job started")
+	}
+	if err := statusAll(ctx, s, c, started); err != nil {
+		return err
+	}
+	if err := serverMemory(s, srv, rss0, len(started)); err != nil {
+		return err
+	}
+	err = stopMany(ctx, s, c, started)
+	stopped = err == nil
+	return err
+}
 
-	// Start them all.
+// startMany starts jobs sleep jobs with 16 concurrent Run calls, adds the
+// rows on how that went, and returns the IDs of those that started.
+func startMany(ctx context.Context, s *section, c *client, jobs int) []string {
 	ids := make([]string, jobs)
 	lat := make([]float64, jobs)
-	var next, failed atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
-	var wg sync.WaitGroup
-	startCtx, cancelStart := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelStart()
+	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
 	t0 := time.Now()
-	for range 16 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= jobs || startCtx.Err() != nil {
-					return
-				}
-				t := time.Now()
-				id, err := c.run(startCtx, "sleep", "600")
-				lat[i] = float64(time.Since(t)) / float64(time.Millisecond)
-				ids[i] = id
-				if err != nil {
-					failed.Add(1)
-					errOnce.Do(func() { firstErr = err })
-				}
-			}
-		})
-	}
-	wg.Wait()
+	failed, firstErr := inParallel(16, jobs, func(i int) error {
+		if err := startCtx.Err(); err != nil {
+			return err
+		}
+		t := time.Now()
+		id, err := c.run(startCtx, "sleep", "600")
+		if err == nil {
+			ids[i], lat[i] = id, ms(time.Since(t))
+		}
+		return err
+	})
 	startAll := time.Since(t0)
 	var started []string
 	var startLat []float64
@@ -75,34 +74,26 @@ func sectionScale(ctx context.Context, e *env, s *section) error {
 			startLat = append(startLat, lat[i])
 		}
 	}
-	// Stop whatever was started, whatever happens next.
-	stopped := false
-	defer func() {
-		if !stopped {
-			stopAll(context.Background(), c, started, 64)
-		}
-	}()
 	if firstErr != nil {
-		s.note("Jobs that did not start: %d; the first error: %v", failed.Load(), firstErr)
+		s.note("Jobs that did not start: %d; the first error: %v", failed, firstErr)
 	}
-	// Are they all running?
 	running := 0
 	if resp, err := c.job.Status(ctx, &tjobv1.StatusRequest{}); err == nil {
 		running = len(resp.GetJobs())
 	} else {
-		return fmt.Errorf("Status: %w", err)
+		s.note("Status of the running jobs: %v", err)
 	}
-	okStarts := jobs - int(failed.Load())
 	s.add(single(&row{what: fmt.Sprintf("jobs running after %d Run calls", jobs), unit: "jobs", anchor: fmt.Sprintf("%d asked", jobs),
-		ratio: pct(float64(running) / float64(jobs)), target: "all start", met: yesNo(running == jobs && okStarts == jobs)}, float64(running)))
+		ratio: pct(float64(running) / float64(jobs)), target: "all start", met: yesNo(running == jobs && failed == 0)}, float64(running)))
 	s.add(single(&row{what: fmt.Sprintf("time to start %d jobs (16 concurrent Run calls)", jobs), unit: "s",
-		anchor: "per job", ratio: fmt.Sprintf("%.2f ms per job", startAll.Seconds()*1000/float64(max(okStarts, 1)))}, startAll.Seconds()))
+		anchor: "per job", ratio: fmt.Sprintf("%.2f ms per job", ms(startAll)/float64(max(len(started), 1)))}, startAll.Seconds()))
 	s.add(fromStats(&row{what: "Run RPC latency during the ramp (16 in flight)", unit: "ms"}, summarize(startLat), "p10–p90"))
+	return started
+}
 
-	if len(started) == 0 {
-		return fmt.Errorf("no job started: %v", firstErr)
-	}
-	// Status(all) against the status of one job.
+// statusAll times Status(all), which lists every job, next to the Status
+// of one of them.
+func statusAll(ctx context.Context, s *section, c *client, started []string) error {
 	var all, one []float64
 	oneID := started[len(started)/2]
 	for i := 0; i < 33 && ctx.Err() == nil; i++ {
@@ -120,77 +111,78 @@ func sectionScale(ctx context.Context, e *env, s *section) error {
 			return err
 		}
 		d1 := time.Since(t)
-		if i >= 3 {
-			all = append(all, float64(d)/float64(time.Millisecond))
-			one = append(one, float64(d1)/float64(time.Millisecond))
+		if i >= 3 { // warm-up
+			all = append(all, ms(d))
+			one = append(one, ms(d1))
 		}
 	}
 	o := summarize(one)
 	s.add(fromStats(&row{what: fmt.Sprintf("Status(all) with %d jobs: p50", len(started)), unit: "ms",
 		anchor: fmt.Sprintf("Status of one job %.3f ms", o.med), ratio: ratioX(summarize(all).med / o.med)}, summarize(all), "p10–p90"))
+	return nil
+}
 
-	// Memory: the server's, and the jails'.
+// serverMemory adds what tjobs holds per job, rss0 MiB before and with
+// jobs running now, next to what each job's init holds.
+func serverMemory(s *section, srv *tjobsServer, rss0 float64, jobs int) error {
 	rss1, err := rssMiB(srv.pid)
 	if err != nil {
 		return err
 	}
-	perJob := (rss1 - rss0) * 1024 / float64(max(len(started), 1))
-	inits := jailInitsOf(srv.pid)
+	perJob := (rss1 - rss0) * 1024 / float64(max(jobs, 1))
+	inits := jailInits(srv.pid)
 	var pssSum, rssSum float64
 	for _, p := range inits {
-		if m, err := smapsKB(p, "Pss"); err == nil {
-			pssSum += m["Pss"]
-		}
-		if m, err := statusKB(p, "VmRSS"); err == nil {
-			rssSum += m["VmRSS"]
+		if m, err := memoryOf(p); err == nil {
+			pssSum += m.pss
+			rssSum += m.rss
 		}
 	}
-	jailPss := pssSum / float64(max(len(inits), 1))
-	s.add(single(&row{what: "tjobs RSS per job", unit: "KiB", anchor: fmt.Sprintf("jail init PSS %.0f KiB per job", jailPss),
-		ratio: ratioX(perJob / jailPss)}, perJob))
+	n := float64(max(len(inits), 1))
+	s.add(single(&row{what: "tjobs RSS per job", unit: "KiB", anchor: fmt.Sprintf("jail init PSS %.0f KiB per job", pssSum/n),
+		ratio: ratioX(perJob / (pssSum / n))}, perJob))
 	s.note("tjobs RSS %.1f MiB before, %.1f MiB with %d jobs running. The %d jail inits: %.0f MiB RSS in all (%.0f KiB each), %.0f MiB PSS in all (%.0f KiB each, the binary's pages shared).",
-		rss0, rss1, len(started), len(inits), rssSum/1024, rssSum/float64(max(len(inits), 1)), pssSum/1024, jailPss)
+		rss0, rss1, jobs, len(inits), rssSum/1024, rssSum/n, pssSum/1024, pssSum/n)
+	return nil
+}
 
-	// Stop one alone, then the rest at once.
+// stopMany stops one job alone, then the rest with 64 concurrent Stop calls.
+func stopMany(ctx context.Context, s *section, c *client, started []string) error {
 	t := time.Now()
-	if _, err := c.job.Stop(ctx, &tjobv1.StopRequest{JobId: started[0]}); err != nil {
-		return fmt.Errorf("Stop: %w", err)
+	if err := c.stop(ctx, started[0]); err != nil {
+		return err
 	}
 	oneStop := time.Since(t)
 	rest := started[1:]
 	t = time.Now()
-	bad, stopErr := stopAll(ctx, c, rest, 64)
+	bad, stopErr := inParallel(64, len(rest), func(i int) error { return c.stop(ctx, rest[i]) })
 	stopTime := time.Since(t)
-	stopped = true
 	if bad > 0 {
 		s.note("%d Stop calls failed; the first: %v", bad, stopErr)
 	}
 	s.add(single(&row{what: fmt.Sprintf("time to stop %d jobs (64 concurrent Stop calls)", len(rest)), unit: "s",
-		anchor: fmt.Sprintf("one Stop alone %.1f ms", float64(oneStop)/float64(time.Millisecond)),
-		ratio:  fmt.Sprintf("%.2f ms per job", stopTime.Seconds()*1000/float64(max(len(rest), 1)))}, stopTime.Seconds()))
+		anchor: fmt.Sprintf("one Stop alone %.1f ms", ms(oneStop)),
+		ratio:  fmt.Sprintf("%.2f ms per job", ms(stopTime)/float64(max(len(rest), 1)))}, stopTime.Seconds()))
 	if resp, err := c.job.Status(ctx, &tjobv1.StatusRequest{}); err == nil && len(resp.GetJobs()) > 0 {
 		s.note("%d jobs still running after every Stop returned.", len(resp.GetJobs()))
 	}
 	return nil
 }
 
-// stopAll stops the jobs with n concurrent Stop calls.
-func stopAll(ctx context.Context, c *client, ids []string, n int) (int, error) {
+// inParallel calls f(0) to f(count-1) from n goroutines, and returns how
+// many calls failed and the first error.
+func inParallel(n, count int, f func(i int) error) (failed int, first error) {
 	var next, bad atomic.Int64
-	var first error
 	var once sync.Once
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= len(ids) {
+				if i >= count {
 					return
 				}
-				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				_, err := c.job.Stop(sctx, &tjobv1.StopRequest{JobId: ids[i]})
-				cancel()
-				if err != nil {
+				if err := f(i); err != nil {
 					bad.Add(1)
 					once.Do(func() { first = err })
 				}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	tjobv1 "github.com/neildo/tjob/service/proto/tjob/v1"
+	"github.com/neildo/tjob/service/server"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -67,21 +69,9 @@ func (e *env) startServer(ctx context.Context, name string, environ ...string) (
 	e.recordPid(s.pid)
 	addr := make(chan string, 1)
 	go func() {
-		defer logf.Close()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		sent := false
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(logf, line)
-			if i := strings.Index(line, "listening on "); i >= 0 && !sent {
-				if f := strings.Fields(line[i+len("listening on "):]); len(f) > 0 {
-					addr <- f[0]
-					sent = true
-				}
-			}
-		}
+		logUntilEOF(pr, logf, addr)
 		pr.Close()
+		logf.Close()
 	}()
 	go func() {
 		cmd.Wait()
@@ -104,6 +94,25 @@ func (e *env) startServer(ctx context.Context, name string, environ ...string) (
 	}
 }
 
+// logUntilEOF copies tjobs's stderr into its log, and sends the address it
+// says it listens on to addr.
+func logUntilEOF(stderr io.Reader, log io.Writer, addr chan<- string) {
+	const listening = "listening on "
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	sent := false
+	for sc.Scan() {
+		line := sc.Text()
+		fmt.Fprintln(log, line)
+		if _, after, ok := strings.Cut(line, listening); ok && !sent {
+			if f := strings.Fields(after); len(f) > 0 {
+				addr <- f[0]
+				sent = true
+			}
+		}
+	}
+}
+
 // stop shuts the server down as an operator would (SIGTERM: it stops every
 // job and removes their output), then kills it if it takes too long.
 func (s *tjobsServer) stop() {
@@ -119,11 +128,36 @@ func (s *tjobsServer) stop() {
 	})
 }
 
+// connect starts a tjobs and connects to it.
+func (e *env) connect(ctx context.Context, name string) (*tjobsServer, *client, error) {
+	srv, err := e.startServer(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := e.dial(ctx, srv)
+	if err != nil {
+		return nil, nil, err
+	}
+	return srv, c, nil
+}
+
 func (e *env) cert(name string) string { return filepath.Join(e.certs, name) }
+
+// serverTLS is tjobs's TLS configuration, with its certificates: the
+// harness's own servers use it, to differ from tjobs in nothing else.
+func (e *env) serverTLS() (*tls.Config, error) {
+	return server.TLSConfig(e.cert("ca.crt"), e.cert("svc.crt"), e.cert("svc.key"))
+}
 
 // clientTLS is the CLI's TLS configuration for the default client "cli".
 func (e *env) clientTLS() (*tls.Config, error) {
 	return clientTLSConfig(e.cert("ca.crt"), e.cert("cli.crt"), e.cert("cli.key"))
+}
+
+// clientCertArgs are the options of the CLI, and of the harness's own
+// clients, for the default client's certificates.
+func (e *env) clientCertArgs() []string {
+	return []string{"-ca", e.cert("ca.crt"), "-cert", e.cert("cli.crt"), "-key", e.cert("cli.key")}
 }
 
 // clientTLSConfig is the CLI's TLS configuration: TLS 1.3, the CA, a client
@@ -219,6 +253,16 @@ func (c *client) status(ctx context.Context, id string) (*tjobv1.Status, error) 
 	return resp.GetJobs()[0], nil
 }
 
+// stop stops a job: the Stop RPC returns when the job has ended.
+func (c *client) stop(ctx context.Context, id string) error {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := c.job.Stop(cctx, &tjobv1.StopRequest{JobId: id}); err != nil {
+		return fmt.Errorf("Stop: %w", err)
+	}
+	return nil
+}
+
 // waitEnded polls the job's status until it has ended, for at most limit.
 func (c *client) waitEnded(ctx context.Context, id string, limit time.Duration) (*tjobv1.Status, error) {
 	deadline := time.Now().Add(limit)
@@ -241,7 +285,7 @@ func (c *client) waitEnded(ctx context.Context, id string, limit time.Duration) 
 	}
 }
 
-// ended checks that a job exited 0.
+// exitedOK checks that a job exited 0.
 func exitedOK(st *tjobv1.Status) error {
 	if st.GetState() != tjobv1.State_STATE_EXITED || st.GetExit() != 0 || st.Error != nil {
 		return fmt.Errorf("job %s: state %v exit %d error %q", st.GetJobId(), st.GetState(), st.GetExit(), st.GetError())
@@ -249,7 +293,7 @@ func exitedOK(st *tjobv1.Status) error {
 	return nil
 }
 
-// cliArgs are the tjob CLI's options to reach s.
-func (e *env) cliArgs(s *tjobsServer, cmd ...string) []string {
-	return append([]string{"-addr", s.addr, "-ca", e.cert("ca.crt"), "-cert", e.cert("cli.crt"), "-key", e.cert("cli.key")}, cmd...)
+// cliArgs are the tjob CLI's options to reach the server at addr, then cmd.
+func (e *env) cliArgs(addr string, cmd ...string) []string {
+	return append(append([]string{"-addr", addr}, e.clientCertArgs()...), cmd...)
 }
