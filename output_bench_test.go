@@ -23,7 +23,7 @@ func BenchmarkSpoolCopy(b *testing.B) {
 	b.Run("spool", func(b *testing.B) {
 		b.SetBytes(size)
 		for i := 0; i < b.N; i++ {
-			s, err := newSpool(dir, strconv.Itoa(i))
+			s, err := newSpool(dir, strconv.Itoa(i), 0)
 			if err != nil {
 				b.Fatal(err)
 			}
