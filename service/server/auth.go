@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 const timeFormat = "2006-01-02T15:04:05.000Z07:00"
@@ -77,6 +78,7 @@ func verifyClientLeaf(cs tls.ConnectionState) error {
 func (s *Server) NewGRPCServer(tlsConfig *tls.Config) *grpc.Server {
 	g := grpc.NewServer(
 		grpc.Creds(&loggedCreds{TransportCredentials: credentials.NewTLS(tlsConfig), s: s}),
+		grpc.MaxSendMsgSize(maxMessage),
 		grpc.ConnectionTimeout(10*time.Second), // for the TLS handshake
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
@@ -165,9 +167,18 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	if err == nil {
 		resp, err = handler(context.WithValue(ctx, callKey{}, c), req)
 	}
+	if m, ok := resp.(proto.Message); ok && err == nil && proto.Size(m) > maxMessage {
+		// grpc would fail the send after this returns, and the log
+		// would say OK: fail it here, as it will be.
+		resp, err = nil, status.Errorf(codes.ResourceExhausted, "the answer is %d bytes, more than the %d a client takes", proto.Size(m), maxMessage)
+	}
 	s.logRPC(start, c, info.FullMethod, err)
 	return resp, err
 }
+
+// maxMessage is the most a message to a client may be: grpc-go's default
+// for what a client receives.
+const maxMessage = 4 << 20
 
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	start := time.Now()
