@@ -503,10 +503,13 @@ func (j *Job) snapshot() Status {
 
 // Output returns a reader of the job's combined stdout and stderr from the
 // first byte. With follow, the reader waits for more output until the job
-// ends, then returns io.EOF; without, it returns io.EOF at the end of what
-// the job had written when Output was called. Reads return ctx.Err() once
-// ctx is done. Each reader reads at its own pace and never slows the job.
-// Close the reader when done with it.
+// ends, then returns io.EOF: io.EOF comes only after the job's final Status
+// is known and every byte it wrote has been read, so reading a follower to
+// its end in the goroutine that then exits loses nothing. Without follow,
+// the reader returns io.EOF at the end of what the job had written when
+// Output was called. Reads return ctx.Err() once ctx is done. Each reader
+// reads at its own pace and never slows the job. Close the reader when done
+// with it.
 func (j *Job) Output(ctx context.Context, follow bool) (io.ReadCloser, error) {
 	j.mu.Lock()
 	state, closed, out, started := j.state, j.closed, j.out, j.started

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 // FuzzOutput drives the spool with arbitrary bytes written in arbitrary
@@ -167,5 +168,43 @@ func TestKeepOutput(t *testing.T) {
 	}
 	if _, err := OpenOutput(j.SpoolDir, "../x"); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("OpenOutput of a path: %v", err)
+	}
+}
+
+// A follower read to its end in the goroutine that then exits loses
+// nothing, however slowly it reads: io.EOF comes only after the job's final
+// Status, with every byte. (The pattern of the README and examples/ping.)
+func TestFollowToEOFLosesNothing(t *testing.T) {
+	requireRoot(t)
+	j := newTestJob(t, "seq", "1", "200000")
+	done := j.Run()
+	r, err := j.Output(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got bytes.Buffer
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Len() < 64<<10 {
+			time.Sleep(time.Millisecond) // slow at first, as a slow terminal is
+		}
+	}
+	select {
+	case <-j.Done():
+	default:
+		t.Fatal("the follower got io.EOF before the job's final Status")
+	}
+	st := <-done
+	if lines := bytes.Count(got.Bytes(), []byte("\n")); lines != 200000 || int64(got.Len()) != st.OutputBytes {
+		t.Fatalf("read %d lines, %d bytes; the job wrote %d bytes", lines, got.Len(), st.OutputBytes)
 	}
 }

@@ -26,20 +26,28 @@ func main() {
 
 	done := job.Run() // starts the job, does not wait
 
-	// Follow the output live, from the first byte, until the job ends.
+	// Stop it in a few seconds.
+	go func() {
+		time.Sleep(3 * time.Second)
+		if err := job.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}()
+
+	// Follow the output live, from the first byte, in this goroutine: the
+	// reader gives io.EOF only once the job has ended and all it wrote has
+	// been read, so nothing of the end is lost, however slow stdout is.
 	out, err := job.Output(context.Background(), true)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	go io.Copy(os.Stdout, out)
-
-	time.Sleep(3 * time.Second)
-	if err := job.Stop(); err != nil {
+	if _, err := io.Copy(os.Stdout, out); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	}
-	st := <-done
 	out.Close()
+
+	st := <-done // already there: the output ended after it
 	fmt.Printf("\n%s after %.1fs: %s (CPU %v, peak memory %d KiB)\n",
 		st.Cmd, st.Elapsed, st, st.Usage.CPU, st.Usage.MemoryPeak>>10)
 	if st.Error != nil {
