@@ -26,9 +26,8 @@ type devNum struct{ major, minor uint32 }
 func (d devNum) String() string { return fmt.Sprintf("%d:%d", d.major, d.minor) }
 
 // ioDevices returns the disks whose bandwidth the job's ReadBPS and WriteBPS
-// limit: the job's IODevices, or those behind its working directory and the
-// root file system.
-func ioDevices(j *Job) ([]devNum, error) {
+// limit: the explicit ones (Job.IODevices), or those behind paths.
+func ioDevices(explicit, paths []string) ([]devNum, error) {
 	var devs []devNum
 	add := func(d devNum) {
 		for _, e := range devs {
@@ -38,8 +37,8 @@ func ioDevices(j *Job) ([]devNum, error) {
 		}
 		devs = append(devs, d)
 	}
-	if len(j.IODevices) > 0 {
-		for _, s := range j.IODevices {
+	if len(explicit) > 0 {
+		for _, s := range explicit {
 			d, err := parseIODevice(s)
 			if err != nil {
 				return nil, err
@@ -51,18 +50,6 @@ func ioDevices(j *Job) ([]devNum, error) {
 			add(disk)
 		}
 		return devs, nil
-	}
-	dir := j.Dir
-	if dir == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			return nil, fmt.Errorf("tjob: working directory: %w", err)
-		}
-		dir = wd
-	}
-	paths := []string{dir, "/"}
-	if j.TmpDir != "" {
-		paths = append(paths, j.TmpDir)
 	}
 	var skipped []string
 	for _, p := range paths {
@@ -86,21 +73,35 @@ func ioDevices(j *Job) ([]devNum, error) {
 	return devs, nil
 }
 
+// ioPaths are the paths on whose disks the job reads and writes: its
+// directory (the caller's when empty), the root file system, and TmpDir.
+func (j *Job) ioPaths() []string {
+	dir := j.Dir
+	if dir == "" {
+		dir, _ = os.Getwd()
+	}
+	paths := []string{dir, "/"}
+	if j.TmpDir != "" {
+		paths = append(paths, j.TmpDir)
+	}
+	return paths
+}
+
 // parseIODevice reads an IODevices entry: a device file or "MAJOR:MINOR".
 func parseIODevice(s string) (devNum, error) {
 	if strings.HasPrefix(s, "/") {
 		var st unix.Stat_t
 		if err := unix.Stat(s, &st); err != nil {
-			return devNum{}, fmt.Errorf("tjob: %w: IODevices %q: %w", ErrInvalid, s, err)
+			return devNum{}, &ConfigError{Field: "IODevices", Reason: fmt.Sprintf("%q: %v", s, err), Err: err}
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-			return devNum{}, fmt.Errorf("tjob: %w: IODevices %q is not a block device", ErrInvalid, s)
+			return devNum{}, invalid("IODevices", "%q is not a block device", s)
 		}
 		return devNum{unix.Major(st.Rdev), unix.Minor(st.Rdev)}, nil
 	}
 	d, ok := parseMajMin(s)
 	if !ok {
-		return devNum{}, fmt.Errorf("tjob: %w: IODevices %q: want a device file such as /dev/sda or MAJOR:MINOR", ErrInvalid, s)
+		return devNum{}, invalid("IODevices", "%q: want a device file such as /dev/sda or MAJOR:MINOR", s)
 	}
 	return d, nil
 }

@@ -143,46 +143,75 @@ const (
 	rmdirTimeout = 2 * time.Second
 )
 
-// validateLimits rejects negative or absurd limits before anything starts.
-func validateLimits(j *Job) error {
-	maxCPU := 100 * runtime.NumCPU()
-	limits := []struct {
-		name     string
-		v        int
-		min, max int
-		why      string
-	}{
-		{"CPUPercent", j.CPUPercent, 1, maxCPU, fmt.Sprintf("%d CPUs", runtime.NumCPU())},
-		{"MemoryMB", j.MemoryMB, minMemoryMB, maxMemoryMB, "MiB"},
-		{"ReadBPS", j.ReadBPS, minBPS, math.MaxInt64, "bytes per second"},
-		{"WriteBPS", j.WriteBPS, minBPS, math.MaxInt64, "bytes per second"},
-		{"PidsMax", j.PidsMax, minPidsMax, maxPidsMax, "processes and threads"},
+// limits are a job's resource limits, the value the cgroup layer takes.
+type limits struct {
+	CPUPercent, MemoryMB, ReadBPS, WriteBPS, PidsMax int
+}
+
+func (j *Job) limits() limits {
+	return limits{j.CPUPercent, j.MemoryMB, j.ReadBPS, j.WriteBPS, j.PidsMax}
+}
+
+// cgroupSpec is what a job's cgroup is made from.
+type cgroupSpec struct {
+	id     string // the job's ID: the cgroup's name
+	parent string // Job.CgroupParent; empty for the default
+	limits limits
+	devs   []devNum // the block devices ReadBPS and WriteBPS limit
+}
+
+// limitBound is one limit's value and bounds, for checkLimits.
+type limitBound struct {
+	name     string
+	v        int
+	min, max int
+	unit     string
+}
+
+func (l limits) bounds() []limitBound {
+	cpus := runtime.NumCPU()
+	return []limitBound{
+		{"CPUPercent", l.CPUPercent, 1, 100 * cpus, fmt.Sprintf("%d CPUs", cpus)},
+		{"MemoryMB", l.MemoryMB, minMemoryMB, maxMemoryMB, "MiB"},
+		{"ReadBPS", l.ReadBPS, minBPS, math.MaxInt64, "bytes per second"},
+		{"WriteBPS", l.WriteBPS, minBPS, math.MaxInt64, "bytes per second"},
+		{"PidsMax", l.PidsMax, minPidsMax, maxPidsMax, "processes and threads"},
 	}
-	for _, l := range limits {
+}
+
+// checkLimits rejects negative or absurd limits before anything starts.
+func checkLimits(l limits) error {
+	for _, b := range l.bounds() {
 		switch {
-		case l.v < 0:
-			return fmt.Errorf("tjob: %w: %s is negative (%d)", ErrInvalid, l.name, l.v)
-		case l.v == 0:
-		case l.v < l.min:
-			return fmt.Errorf("tjob: %w: %s %d is below the minimum of %d (%s)", ErrInvalid, l.name, l.v, l.min, l.why)
-		case l.v > l.max && l.name == "CPUPercent":
-			return fmt.Errorf("tjob: %w: CPUPercent %d is more than this machine's %s (at most %d)", ErrInvalid, l.v, l.why, l.max)
-		case l.v > l.max:
-			return fmt.Errorf("tjob: %w: %s %d is above the maximum of %d (%s)", ErrInvalid, l.name, l.v, l.max, l.why)
+		case b.v < 0:
+			return invalid(b.name, "is negative (%d)", b.v)
+		case b.v == 0:
+		case b.v < b.min:
+			return invalid(b.name, "%d is below the minimum of %d (%s)", b.v, b.min, b.unit)
+		case b.v > b.max && b.name == "CPUPercent":
+			return invalid(b.name, "%d is more than this machine's %s (at most %d)", b.v, b.unit, b.max)
+		case b.v > b.max:
+			return invalid(b.name, "%d is above the maximum of %d (%s)", b.v, b.max, b.unit)
 		}
 	}
+	return nil
+}
+
+// checkCgroupUse rejects what needs a cgroup when there is none, and a
+// malformed CgroupParent or IODevices entry.
+func checkCgroupUse(j *Job) error {
 	if j.NoCgroup {
-		for _, l := range limits {
-			if l.v != 0 {
-				return fmt.Errorf("tjob: %w: %s %d needs a cgroup, but NoCgroup is set", ErrInvalid, l.name, l.v)
+		for _, b := range j.limits().bounds() {
+			if b.v != 0 {
+				return invalid(b.name, "%d needs a cgroup, but NoCgroup is set", b.v)
 			}
 		}
 		if len(j.IODevices) > 0 || j.CgroupParent != "" {
-			return fmt.Errorf("tjob: %w: IODevices and CgroupParent need a cgroup, but NoCgroup is set", ErrInvalid)
+			return invalid("IODevices", "and CgroupParent need a cgroup, but NoCgroup is set")
 		}
 	}
 	if p := j.CgroupParent; p != "" && (!strings.HasPrefix(p, "/") || path.Clean(p) != p || strings.ContainsAny(p, "\n\x00")) {
-		return fmt.Errorf("tjob: %w: CgroupParent %q is not a clean absolute cgroup path such as /jobs", ErrInvalid, p)
+		return invalid("CgroupParent", "%q is not a clean absolute cgroup path such as /jobs", p)
 	}
 	for _, d := range j.IODevices {
 		if _, err := parseIODevice(d); err != nil {
@@ -192,21 +221,21 @@ func validateLimits(j *Job) error {
 	return nil
 }
 
-// controllersNeeded maps each controller that the job's limits need to the
-// limit that needs it, for errors that name both. io names the I/O
-// controller: "io" on v2, "blkio" on v1.
-func controllersNeeded(j *Job, io string) map[string]string {
+// controllersNeeded maps each controller that the limits need to the limit
+// that needs it, for errors that name both. io names the I/O controller:
+// "io" on v2, "blkio" on v1.
+func controllersNeeded(l limits, io string) map[string]string {
 	need := map[string]string{}
-	if j.CPUPercent > 0 {
+	if l.CPUPercent > 0 {
 		need["cpu"] = "CPUPercent"
 	}
-	if j.MemoryMB > 0 {
+	if l.MemoryMB > 0 {
 		need["memory"] = "MemoryMB"
 	}
-	if j.ReadBPS > 0 || j.WriteBPS > 0 {
+	if l.ReadBPS > 0 || l.WriteBPS > 0 {
 		need[io] = "ReadBPS/WriteBPS"
 	}
-	if j.PidsMax > 0 {
+	if l.PidsMax > 0 {
 		need["pids"] = "PidsMax"
 	}
 	return need
@@ -225,23 +254,49 @@ func newCgroup(j *Job) (cgroup, error) {
 	if err != nil {
 		return nil, err
 	}
-	var devs []devNum
+	spec := cgroupSpec{id: j.ID, parent: j.CgroupParent, limits: j.limits()}
 	if j.ReadBPS > 0 || j.WriteBPS > 0 {
-		if devs, err = ioDevices(j); err != nil {
+		if spec.devs, err = ioDevices(j.IODevices, j.ioPaths()); err != nil {
 			return nil, err
 		}
 	}
 	cleanupFirst(sys, j.CgroupParent)
 	var cg cgroup
 	if sys.v2 != nil {
-		cg, err = newCgroupV2(j, sys.v2, owner, devs)
+		cg, err = newCgroupV2(spec, sys.v2, owner)
 	} else {
-		cg, err = newCgroupV1(j, sys, owner, devs)
+		cg, err = newCgroupV1(spec, sys, owner)
 	}
 	if err != nil {
 		return nil, err // not a typed nil
 	}
 	return cg, nil
+}
+
+// removal orders a cgroup's Kill and Remove: Kill does nothing once Remove
+// has begun, and only the first Remove removes. The lock guards only that:
+// killing and removing wait for processes, and neither waits for the other.
+type removal struct {
+	mu   sync.Mutex
+	done bool
+}
+
+// removed reports whether Remove has begun.
+func (r *removal) removed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.done
+}
+
+// begin claims the removal: true for the first caller only.
+func (r *removal) begin() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return false
+	}
+	r.done = true
+	return true
 }
 
 // parentOf is where job cgroups go in hierarchy h: custom (Job.CgroupParent)

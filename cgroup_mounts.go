@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -73,8 +74,8 @@ type cgroupSystem struct {
 // these hierarchies that is mounted (cpuacct for CPU time and freezer for a
 // race-free kill, besides the limits').
 var (
-	v2Controllers = []string{"cpu", "memory", "io", "pids"}
-	v1Controllers = []string{"freezer", "cpu", "cpuacct", "memory", "blkio", "pids"}
+	v2ControllerNames = []string{"cpu", "memory", "io", "pids"}
+	v1Controllers     = []string{"freezer", "cpu", "cpuacct", "memory", "blkio", "pids"}
 )
 
 // forceV2 makes jobs use cgroup v2 wherever it is mounted, even with no
@@ -94,8 +95,15 @@ func detectCgroups() (*cgroupSystem, error) {
 	if err != nil {
 		return nil, err
 	}
-	var v2 *hier
-	v1 := map[string]*hier{}
+	v2, v1 := mountedHierarchies(mounts, own)
+	return chooseCgroups(v2, v1, own)
+}
+
+// mountedHierarchies finds the v2 mount with the most of tjob's
+// controllers, and the v1 hierarchy of each of tjob's controllers (one at
+// the hierarchy's root where a controller is mounted more than once).
+func mountedHierarchies(mounts []mountEntry, own map[string]string) (v2 *hier, v1 map[string]*hier) {
+	v1 = map[string]*hier{}
 	for _, m := range mounts {
 		switch m.fstype {
 		case "cgroup2":
@@ -104,18 +112,11 @@ func detectCgroups() (*cgroupSystem, error) {
 				continue
 			}
 			h := &hier{version: 2, mount: m.point, root: m.root, ctrls: strings.Fields(string(b)), own: own[""]}
-			if v2 == nil || countOf(h, v2Controllers) > countOf(v2, v2Controllers) {
+			if v2 == nil || countOf(h, v2ControllerNames) > countOf(v2, v2ControllerNames) {
 				v2 = h
 			}
 		case "cgroup":
-			var ctrls []string
-			for _, o := range m.super {
-				for _, c := range v1Controllers {
-					if o == c {
-						ctrls = append(ctrls, c)
-					}
-				}
-			}
+			ctrls := slices.DeleteFunc(slices.Clone(m.super), func(o string) bool { return !slices.Contains(v1Controllers, o) })
 			if len(ctrls) == 0 {
 				continue // name=systemd, devices, cpuset, ...: not ours
 			}
@@ -128,9 +129,16 @@ func detectCgroups() (*cgroupSystem, error) {
 			}
 		}
 	}
+	return v2, v1
+}
+
+// chooseCgroups picks the version that carries more of the controllers
+// tjob limits with, v2 on a tie, and checks that this process has a cgroup
+// in it.
+func chooseCgroups(v2 *hier, v1 map[string]*hier, own map[string]string) (*cgroupSystem, error) {
 	n2 := 0
 	if v2 != nil {
-		n2 = countOf(v2, v2Controllers)
+		n2 = countOf(v2, v2ControllerNames)
 	}
 	n1 := 0
 	for _, c := range []string{"cpu", "memory", "blkio", "pids"} {

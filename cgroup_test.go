@@ -474,7 +474,7 @@ func TestCgroupLimitFiles(t *testing.T) {
 	j.PidsMax = 100
 	j.ReadBPS = 3 << 20
 	j.WriteBPS = 4 << 20
-	devs, err := ioDevices(j)
+	devs, err := ioDevices(j.IODevices, j.ioPaths())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,7 +540,7 @@ func TestCgroupIODevicesOverride(t *testing.T) {
 	}
 	for _, spec := range []string{d.String(), "/dev/" + filepath.Base(devPath(t, disk))} {
 		j := &Job{IODevices: []string{spec}, WriteBPS: 1 << 20}
-		devs, err := ioDevices(j)
+		devs, err := ioDevices(j.IODevices, j.ioPaths())
 		if err != nil {
 			t.Errorf("IODevices %q: %v", spec, err)
 			continue
@@ -550,7 +550,7 @@ func TestCgroupIODevicesOverride(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"/dev/null", "0:0"} {
-		if _, err := ioDevices(&Job{IODevices: []string{bad}}); err == nil {
+		if _, err := ioDevices([]string{bad}, nil); err == nil {
 			t.Errorf("IODevices %q accepted", bad)
 		}
 	}
@@ -632,7 +632,7 @@ func TestCgroupValidate(t *testing.T) {
 	} {
 		j := NewJob("true")
 		tc.set(j)
-		err := validateLimits(j)
+		err := j.Validate()
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%+v: %v", j, err)
@@ -651,96 +651,146 @@ func makeCgroup(t *testing.T, dir string) {
 	t.Cleanup(func() { removeTree(dir) })
 }
 
-func TestCgroupCleanupStale(t *testing.T) {
-	sys := requireCgroups(t)
-	parent := fmt.Sprintf("/tjob-test-cleanup-%d", os.Getpid())
-	hs := sys.hierarchies()
-	dirsOf := func(name string) []string {
-		var out []string
-		for _, h := range hs {
-			d, err := h.dir(path.Join(parent, name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, d)
+// staleOwners is a cgroup parent with owner directories of every kind
+// CleanupStale must tell apart, each with a job cgroup "job1".
+type staleOwners struct {
+	t      *testing.T
+	parent string
+	hs     []*hier
+	// stale: a dead owner's (with a process left in its job, frozen on
+	// its own); reused: a live pid with another start time; alive: a live
+	// owner's; locked: a dead pid whose directory is locked (its owner
+	// lives in another pid namespace); then a malformed and a foreign one.
+	stale, reused, alive, locked string
+	orphan                       *exec.Cmd
+}
+
+func (o *staleOwners) dirsOf(name string) []string {
+	var out []string
+	for _, h := range o.hs {
+		d, err := h.dir(path.Join(o.parent, name))
+		if err != nil {
+			o.t.Fatal(err)
 		}
-		return out
+		out = append(out, d)
 	}
-	for _, h := range hs {
-		d, _ := h.dir(parent)
+	return out
+}
+
+// startedProcess starts sleep for d and returns it with its start time.
+func startedProcess(t *testing.T, d string) (*exec.Cmd, uint64) {
+	t.Helper()
+	cmd := exec.Command("sleep", d)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	start, err := procStartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd, start
+}
+
+func newStaleOwners(t *testing.T, sys *cgroupSystem) *staleOwners {
+	o := &staleOwners{t: t, parent: fmt.Sprintf("/tjob-test-cleanup-%d", os.Getpid()), hs: sys.hierarchies()}
+	for _, h := range o.hs {
+		d, _ := h.dir(o.parent)
 		makeCgroup(t, d)
 	}
-
-	// A process that is gone, with its start time.
-	dead := exec.Command("sleep", "10")
-	if err := dead.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadStart, err := procStartTime(dead.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dead, deadStart := startedProcess(t, "10")
 	dead.Process.Kill()
 	dead.Wait()
-	// A live one, standing for a live owner.
-	live := exec.Command("sleep", "100")
-	if err := live.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { live.Process.Kill(); live.Wait() }()
-	liveStart, err := procStartTime(live.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A process left in a stale job cgroup: it must be killed.
-	orphan := exec.Command("sleep", "100")
-	if err := orphan.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer orphan.Process.Kill()
+	live, liveStart := startedProcess(t, "100")
+	t.Cleanup(func() { live.Process.Kill(); live.Wait() })
+	o.orphan, _ = startedProcess(t, "100") // left in the stale job cgroup: it must be killed
+	t.Cleanup(func() { o.orphan.Process.Kill() })
 
-	stale := fmt.Sprintf("owner-%d-%d", dead.Process.Pid, deadStart)
-	reused := fmt.Sprintf("owner-%d-%d", live.Process.Pid, liveStart+1) // pid reused by another process
-	alive := fmt.Sprintf("owner-%d-%d", live.Process.Pid, liveStart)
-	locked := fmt.Sprintf("owner-%d-%d", dead.Process.Pid, deadStart+1) // its owner lives elsewhere: holds the lock
-	for _, name := range []string{stale, reused, alive, locked, "owner-x-1", "not-tjob"} {
-		for _, d := range dirsOf(name) {
+	o.stale = fmt.Sprintf("owner-%d-%d", dead.Process.Pid, deadStart)
+	o.reused = fmt.Sprintf("owner-%d-%d", live.Process.Pid, liveStart+1)
+	o.alive = fmt.Sprintf("owner-%d-%d", live.Process.Pid, liveStart)
+	o.locked = fmt.Sprintf("owner-%d-%d", dead.Process.Pid, deadStart+1)
+	for _, name := range []string{o.stale, o.reused, o.alive, o.locked, "owner-x-1", "not-tjob"} {
+		for _, d := range o.dirsOf(name) {
 			makeCgroup(t, filepath.Join(d, "job1"))
 		}
 	}
-	for _, d := range dirsOf(stale) {
-		if err := os.WriteFile(filepath.Join(d, "job1", "cgroup.procs"), []byte(strconv.Itoa(orphan.Process.Pid)), 0); err != nil {
+	for _, d := range o.dirsOf(o.stale) {
+		if err := os.WriteFile(filepath.Join(d, "job1", "cgroup.procs"), []byte(strconv.Itoa(o.orphan.Process.Pid)), 0); err != nil {
 			t.Fatal(err)
 		}
 		// Frozen on its own, as an owner that crashed while it killed the
 		// job leaves it: the process dies only once the cleanup thaws it.
-		for _, f := range []string{"freezer.state", "cgroup.freeze"} {
-			v := map[string]string{"freezer.state": "FROZEN", "cgroup.freeze": "1"}[f]
-			os.WriteFile(filepath.Join(d, "job1", f), []byte(v), 0)
-		}
+		os.WriteFile(filepath.Join(d, "job1", "freezer.state"), []byte("FROZEN"), 0)
+		os.WriteFile(filepath.Join(d, "job1", "cgroup.freeze"), []byte("1"), 0)
 	}
-	for _, d := range dirsOf(locked) {
+	for _, d := range o.dirsOf(o.locked) {
 		f, err := os.Open(d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer f.Close()
+		t.Cleanup(func() { f.Close() })
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return o
+}
 
+// checkRemoved checks that the stale and reused owners, and only they, were
+// removed and reported.
+func (o *staleOwners) checkRemoved(removed []string) {
+	t := o.t
+	for _, name := range []string{o.reused, o.stale} {
+		for _, d := range o.dirsOf(name) {
+			for _, w := range []string{filepath.Join(d, "job1"), d} {
+				if !slices.Contains(removed, w) {
+					t.Errorf("CleanupStale did not report %s", w)
+				}
+			}
+		}
+	}
+	assertGone(t, "stale", append(o.dirsOf(o.stale), o.dirsOf(o.reused)...)...)
+	for _, name := range []string{o.alive, o.locked, "owner-x-1", "not-tjob"} {
+		for _, d := range o.dirsOf(name) {
+			if _, err := os.Stat(filepath.Join(d, "job1")); err != nil {
+				t.Errorf("%s was touched: %v", d, err)
+			}
+		}
+	}
+}
+
+// checkOrphanKilled checks that the process in the stale job was killed.
+func (o *staleOwners) checkOrphanKilled() {
+	waited := make(chan error, 1)
+	go func() { waited <- o.orphan.Wait() }()
+	var err error
+	select {
+	case err = <-waited:
+	case <-time.After(30 * time.Second):
+		for _, d := range o.dirsOf(o.stale) { // let the cleanup's kill end it
+			os.WriteFile(filepath.Join(d, "job1", "freezer.state"), []byte("THAWED"), 0)
+			os.WriteFile(filepath.Join(d, "job1", "cgroup.freeze"), []byte("0"), 0)
+		}
+		o.t.Fatal("the process in the stale cgroup is still there 30 s after the cleanup (frozen?)")
+	}
+	if ws, ok := o.orphan.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		o.t.Errorf("the process in the stale cgroup: %v, want killed", err)
+	}
+}
+
+func TestCgroupCleanupStale(t *testing.T) {
+	o := newStaleOwners(t, requireCgroups(t))
 	// As if this process had run a job under parent: CleanupStale looks
 	// there too.
 	owners.Lock()
 	if owners.cleaned == nil {
 		owners.cleaned = map[string]bool{}
 	}
-	owners.cleaned[parent] = true
+	owners.cleaned[o.parent] = true
 	owners.Unlock()
 	defer func() {
 		owners.Lock()
-		delete(owners.cleaned, parent)
+		delete(owners.cleaned, o.parent)
 		owners.Unlock()
 	}()
 
@@ -749,39 +799,8 @@ func TestCgroupCleanupStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("removed %v", removed)
-	var want []string
-	for _, name := range []string{reused, stale} {
-		for _, d := range dirsOf(name) {
-			want = append(want, filepath.Join(d, "job1"), d)
-		}
-	}
-	for _, w := range want {
-		if !slices.Contains(removed, w) {
-			t.Errorf("CleanupStale did not report %s", w)
-		}
-	}
-	assertGone(t, "stale", append(dirsOf(stale), dirsOf(reused)...)...)
-	for _, name := range []string{alive, locked, "owner-x-1", "not-tjob"} {
-		for _, d := range dirsOf(name) {
-			if _, err := os.Stat(filepath.Join(d, "job1")); err != nil {
-				t.Errorf("%s was touched: %v", d, err)
-			}
-		}
-	}
-	waited := make(chan error, 1)
-	go func() { waited <- orphan.Wait() }()
-	select {
-	case err = <-waited:
-	case <-time.After(30 * time.Second):
-		for _, d := range dirsOf(stale) { // let the deferred kill end it
-			os.WriteFile(filepath.Join(d, "job1", "freezer.state"), []byte("THAWED"), 0)
-			os.WriteFile(filepath.Join(d, "job1", "cgroup.freeze"), []byte("0"), 0)
-		}
-		t.Fatal("the process in the stale cgroup is still there 30 s after the cleanup (frozen?)")
-	}
-	if ws, ok := orphan.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-		t.Errorf("the process in the stale cgroup: %v, want killed", err)
-	}
+	o.checkRemoved(removed)
+	o.checkOrphanKilled()
 }
 
 // TestCgroupV2NestedCaller runs a job from a process in a cgroup of its own,
@@ -1087,8 +1106,13 @@ func TestCgroupKillProcs(t *testing.T) {
 	}
 	if h.version == 2 {
 		freezeV2(dir, true)
-		if ev := readFile(t, filepath.Join(dir, "cgroup.events")); !strings.Contains(ev, "frozen 1") {
-			t.Errorf("cgroup.events after freezing: %q", ev)
+		// freezeV2 waits a second at most; a loaded machine may take
+		// longer, and the freeze is what is checked here.
+		frozen := waitFor(20*time.Second, func() bool {
+			return strings.Contains(readFile(t, filepath.Join(dir, "cgroup.events")), "frozen 1")
+		})
+		if !frozen {
+			t.Errorf("cgroup.events after freezing: %q", readFile(t, filepath.Join(dir, "cgroup.events")))
 		}
 		freezeV2(dir, false)
 	}

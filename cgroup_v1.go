@@ -7,9 +7,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -40,32 +40,56 @@ type cgroupV1 struct {
 	oomFD     int // eventfd of the OOM notification, or -1
 	cpu       int // CPUPercent, set by LimitCPU
 
-	mu      sync.Mutex // orders Kill and Remove
-	removed bool
+	removal
 }
 
 // v1OOMEventOnly makes the OOM notification decide OOMKilled even where
 // the kernel counts OOM kills (tests: the fallback must work too).
 var v1OOMEventOnly = false
 
-func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgroupV1, err error) {
-	needs := controllersNeeded(j, "blkio")
+func newCgroupV1(spec cgroupSpec, sys *cgroupSystem, owner string) (_ *cgroupV1, err error) {
+	needs := controllersNeeded(spec.limits, "blkio")
 	for _, c := range v1Controllers {
 		if lim, ok := needs[c]; ok && sys.v1[c] == nil {
 			return nil, fmt.Errorf("tjob: %s needs the cgroup v1 %s controller, which is not mounted", lim, c)
 		}
 	}
-
-	c := &cgroupV1{byCtrl: map[string]string{}, oomFD: -1, cpu: j.CPUPercent}
-	rels := map[string]string{} // controller → job cgroup relative to its mount
-
+	c := &cgroupV1{byCtrl: map[string]string{}, oomFD: -1, cpu: spec.limits.CPUPercent}
 	defer func() {
 		if err != nil {
 			c.release()
 		}
 	}()
+	rels, err := c.makeDirs(spec, sys, owner)
+	if err != nil {
+		return nil, err
+	}
+	subs, err := v1Subsystems(sys, needs)
+	if err != nil {
+		return nil, err
+	}
+	c.cg, err = cgroup1.New(
+		func(n cgroup1.Name) (string, error) { return rels[string(n)], nil },
+		v1Resources(spec.limits, c.byCtrl["memory"], spec.devs),
+		cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("tjob: setting limits on %s: %w", c, err)
+	}
+	memSub := slices.ContainsFunc(subs, func(s cgroup1.Subsystem) bool { return s.Name() == cgroup1.Memory })
+	if err := c.notifyOOM(memSub); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// makeDirs makes the job's cgroup in each hierarchy, and the parent and
+// owner directory above it where missing. It returns each controller's
+// cgroup relative to its mount, as containerd takes it.
+func (c *cgroupV1) makeDirs(spec cgroupSpec, sys *cgroupSystem, owner string) (map[string]string, error) {
+	rels := map[string]string{}
 	for _, h := range sys.hierarchies() {
-		parent := parentOf(h, j.CgroupParent)
+		parent := parentOf(h, spec.parent)
 		// The parent, made if missing (v1 has no controllers to enable).
 		for _, p := range ancestors(parent) {
 			d, err := h.dir(p)
@@ -80,15 +104,15 @@ func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgr
 		if err != nil {
 			return nil, err
 		}
-		name := path.Join(parent, owner, j.ID)
+		name := path.Join(parent, owner, spec.id)
 		dir, _ := h.dir(name)
 		if err := c.makeIn(ownerDir, dir); err != nil {
 			if errors.Is(err, fs.ErrExist) {
-				return nil, fmt.Errorf("tjob: cgroup %s exists already: is job ID %s in use?", dir, j.ID)
+				return nil, fmt.Errorf("tjob: cgroup %s exists already: is job ID %s in use?", dir, spec.id)
 			}
 			return nil, err
 		}
-		if !containsString(c.names, name) {
+		if !slices.Contains(c.names, name) {
 			c.names = append(c.names, name)
 		}
 		rel, _ := h.rel(name)
@@ -97,10 +121,14 @@ func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgr
 			rels[ctrl] = rel
 		}
 	}
+	return rels, nil
+}
 
-	// containerd's controllers find a hierarchy at <root>/<controller>.
+// v1Subsystems are containerd's controllers for the hierarchies mounted
+// where it looks for them (<root>/<controller>). One that is not there is
+// an error if a limit needs it; else only its usage is lost.
+func v1Subsystems(sys *cgroupSystem, needs map[string]string) ([]cgroup1.Subsystem, error) {
 	var subs []cgroup1.Subsystem
-	memSub := false
 	for _, ctrl := range []string{"cpu", "cpuacct", "memory", "blkio", "pids"} {
 		h := sys.v1[ctrl]
 		if h == nil {
@@ -111,7 +139,7 @@ func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgr
 			if _, needed := needs[ctrl]; needed {
 				return nil, err
 			}
-			continue // only usage is lost
+			continue
 		}
 		switch ctrl {
 		case "cpu":
@@ -120,33 +148,32 @@ func newCgroupV1(j *Job, sys *cgroupSystem, owner string, devs []devNum) (_ *cgr
 			subs = append(subs, cgroup1.NewCpuacct(root))
 		case "memory":
 			subs = append(subs, cgroup1.NewMemory(root, cgroup1.OptionalSwap(), cgroup1.IgnoreModules("kmem", "kmem.tcp")))
-			memSub = true
 		case "blkio":
 			subs = append(subs, cgroup1.NewBlkio(root))
 		case "pids":
 			subs = append(subs, cgroup1.NewPids(root))
 		}
 	}
-	c.cg, err = cgroup1.New(
-		func(n cgroup1.Name) (string, error) { return rels[string(n)], nil },
-		v1Resources(j, c.byCtrl["memory"], devs),
-		cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("tjob: setting limits on %s: %w", c, err)
-	}
+	return subs, nil
+}
 
-	if mem := c.byCtrl["memory"]; memSub && (v1OOMEventOnly || !hasOOMKillCount(mem)) {
-		fd, err := c.cg.RegisterMemoryEvent(cgroup1.OOMEvent())
-		if err != nil {
-			return nil, fmt.Errorf("tjob: OOM notification for %s: %w", c, err)
-		}
-		c.oomFD = int(fd)
-		if err := unix.SetNonblock(c.oomFD, true); err != nil {
-			return nil, fmt.Errorf("tjob: OOM notification for %s: %w", c, err)
-		}
+// notifyOOM registers an OOM notification, when containerd handles the
+// memory controller (memSub), where the kernel does not count
+// OOM kills in memory.oom_control (before 4.13), or where the tests say so.
+func (c *cgroupV1) notifyOOM(memSub bool) error {
+	mem := c.byCtrl["memory"]
+	if !memSub || mem == "" || (!v1OOMEventOnly && hasOOMKillCount(mem)) {
+		return nil
 	}
-	return c, nil
+	fd, err := c.cg.RegisterMemoryEvent(cgroup1.OOMEvent())
+	if err != nil {
+		return fmt.Errorf("tjob: OOM notification for %s: %w", c, err)
+	}
+	c.oomFD = int(fd)
+	if err := unix.SetNonblock(c.oomFD, true); err != nil {
+		return fmt.Errorf("tjob: OOM notification for %s: %w", c, err)
+	}
+	return nil
 }
 
 // makeIn makes job cgroup dir in owner directory ownerDir. owners is held
@@ -175,15 +202,6 @@ func ancestors(p string) []string {
 	return out
 }
 
-func containsString(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
-}
-
 // v1Root returns the directory containerd's controllers take as the root of
 // all v1 hierarchies: the hierarchy must be reachable at <root>/<ctrl>, as it
 // is where each controller is mounted alone under its name, or where
@@ -203,10 +221,10 @@ func v1Root(h *hier, ctrl string) (string, error) {
 
 // v1Resources turns the job's limits into the OCI terms containerd's cgroup1
 // package takes.
-func v1Resources(j *Job, memDir string, devs []devNum) *specs.LinuxResources {
+func v1Resources(l limits, memDir string, devs []devNum) *specs.LinuxResources {
 	var res specs.LinuxResources // CPU: see LimitCPU
-	if j.MemoryMB > 0 {
-		limit := int64(j.MemoryMB) << 20
+	if l.MemoryMB > 0 {
+		limit := int64(l.MemoryMB) << 20
 		res.Memory = &specs.LinuxMemory{Limit: &limit}
 		// memsw is memory and swap together: equal to the memory limit,
 		// it leaves no swap. It exists only where the kernel accounts
@@ -217,21 +235,21 @@ func v1Resources(j *Job, memDir string, devs []devNum) *specs.LinuxResources {
 			res.Memory.Swap = &memsw
 		}
 	}
-	if j.PidsMax > 0 {
-		n := int64(j.PidsMax)
+	if l.PidsMax > 0 {
+		n := int64(l.PidsMax)
 		res.Pids = &specs.LinuxPids{Limit: &n}
 	}
 	if len(devs) > 0 {
 		res.BlockIO = &specs.LinuxBlockIO{}
 		for _, d := range devs {
 			dev := specs.LinuxBlockIODevice{Major: int64(d.major), Minor: int64(d.minor)}
-			if j.ReadBPS > 0 {
+			if l.ReadBPS > 0 {
 				res.BlockIO.ThrottleReadBpsDevice = append(res.BlockIO.ThrottleReadBpsDevice,
-					specs.LinuxThrottleDevice{LinuxBlockIODevice: dev, Rate: uint64(j.ReadBPS)})
+					specs.LinuxThrottleDevice{LinuxBlockIODevice: dev, Rate: uint64(l.ReadBPS)})
 			}
-			if j.WriteBPS > 0 {
+			if l.WriteBPS > 0 {
 				res.BlockIO.ThrottleWriteBpsDevice = append(res.BlockIO.ThrottleWriteBpsDevice,
-					specs.LinuxThrottleDevice{LinuxBlockIODevice: dev, Rate: uint64(j.WriteBPS)})
+					specs.LinuxThrottleDevice{LinuxBlockIODevice: dev, Rate: uint64(l.WriteBPS)})
 			}
 		}
 	}
@@ -290,12 +308,7 @@ func (c *cgroupV1) Join(pid int) error {
 }
 
 func (c *cgroupV1) Kill(spare int) error {
-	// The lock guards only the state: killing waits for processes to
-	// go, and a concurrent Remove copes with that.
-	c.mu.Lock()
-	removed := c.removed
-	c.mu.Unlock()
-	if removed {
+	if c.removed() {
 		return nil
 	}
 	return killV1(c.dirs, spare)
@@ -414,15 +427,9 @@ func (c *cgroupV1) Usage() (u Usage, oomKilled bool) {
 }
 
 func (c *cgroupV1) Remove() error {
-	// Claimed under the lock, done outside it: removing retries a busy
-	// cgroup for a while, and Kill must not wait for that.
-	c.mu.Lock()
-	if c.removed {
-		c.mu.Unlock()
+	if !c.begin() {
 		return nil
 	}
-	c.removed = true
-	c.mu.Unlock()
 	if err := c.removeDirs(); err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
@@ -42,36 +41,82 @@ type cgroupV2 struct {
 	into     *os.File
 	cpu      int // CPUPercent, set by LimitCPU
 
-	mu      sync.Mutex // orders Kill and Remove
-	removed bool
+	removal
 }
 
-func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err error) {
+func newCgroupV2(spec cgroupSpec, h *hier, owner string) (_ *cgroupV2, err error) {
 	base := baseOf(h)
-	parent := parentOf(h, j.CgroupParent)
+	parent := parentOf(h, spec.parent)
 	ownerCg := path.Join(parent, owner)
-	name := path.Join(ownerCg, j.ID)
-
-	// The path to the job's cgroup starts at the caller's own cgroup for a
-	// parent inside it, else at the deepest cgroup of CgroupParent's path
-	// that exists. Going down it, tjob enables controllers only in cgroups
-	// that are its to change: the caller's own, the parent and what is
-	// below it, and what it makes. Others (a supervisor's, an
-	// administrator's) must enable what a limit needs already.
-	start := base
-	if !(base == "/" || parent == base || strings.HasPrefix(parent, base+"/")) {
-		start = parent
-		for start != "/" {
-			d, err := h.dir(start)
-			if err != nil {
-				return nil, err
-			}
-			if _, err := os.Stat(d); err == nil {
-				break
-			}
-			start = path.Dir(start)
-		}
+	start, err := v2Start(h, base, parent)
+	if err != nil {
+		return nil, err
 	}
+	need := controllersNeeded(spec.limits, "io")
+	want, err := v2Controllers(h, start, need)
+	if err != nil {
+		return nil, err
+	}
+	if want, err = enableDown(h, start, base, parent, ownerCg, want, need); err != nil {
+		return nil, err
+	}
+	name := path.Join(ownerCg, spec.id)
+	c := &cgroupV2{name: name, cpu: spec.limits.CPUPercent}
+	if c.ownerDir, err = h.dir(ownerCg); err != nil {
+		return nil, err
+	}
+	if c.dir, err = h.dir(name); err != nil {
+		return nil, err
+	}
+	if err := c.makeIn(want, spec.id); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			c.release()
+		}
+	}()
+	rel, _ := h.rel(name)
+	if c.mgr, err = cgroup2.Load(rel, cgroup2.WithMountpoint(h.mount)); err != nil {
+		return nil, fmt.Errorf("tjob: cgroup %s: %w", c.dir, err)
+	}
+	if err := c.mgr.Update(v2Resources(spec.limits, c.dir, spec.devs)); err != nil {
+		return nil, fmt.Errorf("tjob: setting limits on cgroup %s: %w", c.dir, err)
+	}
+	if c.into, err = os.OpenFile(c.dir, os.O_RDONLY|unix.O_DIRECTORY, 0); err != nil {
+		return nil, fmt.Errorf("tjob: opening cgroup: %w", err)
+	}
+	return c, nil
+}
+
+// v2Start is where the path to the job's cgroup starts: at the caller's own
+// cgroup for a parent inside it, else at the deepest cgroup of the parent's
+// path that exists. Going down it, tjob enables controllers only in cgroups
+// that are its to change: the caller's own, the parent and what is below it,
+// and what it makes. Others (a supervisor's, an administrator's) must enable
+// what a limit needs already.
+func v2Start(h *hier, base, parent string) (string, error) {
+	if base == "/" || parent == base || strings.HasPrefix(parent, base+"/") {
+		return base, nil
+	}
+	start := parent
+	for start != "/" {
+		d, err := h.dir(start)
+		if err != nil {
+			return "", err
+		}
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		start = path.Dir(start)
+	}
+	return start, nil
+}
+
+// v2Controllers is what the job's cgroup gets: the controllers a limit
+// needs (an error names one that cgroup start lacks) and the rest that
+// start has, for usage.
+func v2Controllers(h *hier, start string, need map[string]string) ([]string, error) {
 	startDir, err := h.dir(start)
 	if err != nil {
 		return nil, err
@@ -81,50 +126,35 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 		return nil, fmt.Errorf("tjob: reading cgroup controllers: %w", err)
 	}
 	avail := strings.Fields(string(b))
-	need := controllersNeeded(j, "io")
-	for _, c := range v2Controllers {
-		if lim, ok := need[c]; ok && !slices.Contains(avail, c) {
+	var want []string
+	for _, c := range v2ControllerNames {
+		lim, needed := need[c]
+		switch {
+		case slices.Contains(avail, c):
+			want = append(want, c)
+		case needed:
 			return nil, fmt.Errorf("tjob: %s needs the cgroup v2 %s controller, which cgroup %s does not have (it has: %s)", lim, c, start, strings.Join(avail, " "))
 		}
 	}
-	var want []string // what the job's cgroup gets: those a limit needs, and the rest for usage
-	for _, c := range v2Controllers {
-		if slices.Contains(avail, c) {
-			want = append(want, c)
-		}
-	}
+	return want, nil
+}
 
-	ownerDir, err := h.dir(ownerCg)
-	if err != nil {
-		return nil, err
-	}
-	dir, err := h.dir(name)
-	if err != nil {
-		return nil, err
-	}
-	rel, _ := h.rel(name)
-	// owners is held from the owner directory until the job's cgroup is
-	// in it, so that another job's end does not remove the directory in
-	// between; the rest of the walk and the limits need no lock.
-	for cg := start; ; {
-		d, _ := h.dir(cg)
+// enableDown makes the cgroups from start down to the owner directory's
+// parent where missing, and enables want in those that are tjob's to change;
+// in the others it narrows want to what they enable (an error names a
+// controller a limit needs that one does not). It returns want.
+func enableDown(h *hier, start, base, parent, ownerCg string, want []string, need map[string]string) ([]string, error) {
+	for cg := start; cg != ownerCg; {
+		d, err := h.dir(cg)
+		if err != nil {
+			return nil, err
+		}
 		ours := cg == base || cg == parent || strings.HasPrefix(cg, parent+"/")
-		switch _, serr := os.Stat(d); {
-		case cg == ownerCg:
-			owners.Lock()
-			err = holdOwnerDir(d)
-		case errors.Is(serr, fs.ErrNotExist):
-			err = mkdirCgroup(d)
-			if errors.Is(err, fs.ErrExist) {
-				err = nil // made by another tjob user just now
+		if _, serr := os.Stat(d); errors.Is(serr, fs.ErrNotExist) {
+			if err := mkdirCgroup(d); err != nil && !errors.Is(err, fs.ErrExist) {
+				return nil, err // ErrExist: made by another tjob user just now
 			}
 			ours = true
-		}
-		if err != nil {
-			if cg == ownerCg {
-				owners.Unlock()
-			}
-			return nil, err
 		}
 		if ours {
 			// The caller's own cgroup (not the root) has processes:
@@ -135,59 +165,54 @@ func newCgroupV2(j *Job, h *hier, owner string, devs []devNum) (_ *cgroupV2, err
 			want, err = enabledFor(d, cg, want, need)
 		}
 		if err != nil {
-			if cg == ownerCg {
-				dropOwnerDir(ownerDir)
-				owners.Unlock()
-			}
 			return nil, err
-		}
-		if cg == ownerCg {
-			break
 		}
 		next, _, _ := strings.Cut(strings.TrimPrefix(ownerCg, strings.TrimSuffix(cg, "/")+"/"), "/")
 		cg = path.Join(cg, next)
 	}
+	return want, nil
+}
 
-	err = mkdirCgroup(dir)
-	if err != nil {
-		dropOwnerDir(ownerDir)
+// makeIn makes the owner directory if need be, enables want in it, and
+// makes the job's cgroup in it. owners is held only while it does, so that
+// another job's end does not remove the owner directory in between: the
+// walk to it and the limits need no lock.
+func (c *cgroupV2) makeIn(want []string, id string) error {
+	owners.Lock()
+	defer owners.Unlock()
+	if err := holdOwnerDir(c.ownerDir); err != nil {
+		return err
 	}
-	owners.Unlock()
+	err := enableControllers(c.ownerDir, want, false)
+	if err == nil {
+		err = mkdirCgroup(c.dir)
+	}
 	if err != nil {
+		dropOwnerDir(c.ownerDir)
 		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("tjob: cgroup %s exists already: is job ID %s in use?", dir, j.ID)
+			return fmt.Errorf("tjob: cgroup %s exists already: is job ID %s in use?", c.dir, id)
 		}
-		return nil, err
+		return err
 	}
-	c := &cgroupV2{name: name, dir: dir, ownerDir: ownerDir, cpu: j.CPUPercent}
-	defer func() {
-		if err != nil {
-			if c.into != nil {
-				c.into.Close()
-			}
-			removeTree(dir)
-			owners.Lock()
-			dropOwnerDir(ownerDir)
-			owners.Unlock()
-		}
-	}()
-	if c.mgr, err = cgroup2.Load(rel, cgroup2.WithMountpoint(h.mount)); err != nil {
-		return nil, fmt.Errorf("tjob: cgroup %s: %w", dir, err)
+	return nil
+}
+
+// release undoes a cgroup being made.
+func (c *cgroupV2) release() {
+	if c.into != nil {
+		c.into.Close()
 	}
-	if err := c.mgr.Update(v2Resources(j, dir, devs)); err != nil {
-		return nil, fmt.Errorf("tjob: setting limits on cgroup %s: %w", dir, err)
-	}
-	if c.into, err = os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0); err != nil {
-		return nil, fmt.Errorf("tjob: opening cgroup: %w", err)
-	}
-	return c, nil
+	removeTree(c.dir)
+	owners.Lock()
+	dropOwnerDir(c.ownerDir)
+	owners.Unlock()
 }
 
 // v2Resources turns the job's limits into containerd's terms.
-func v2Resources(j *Job, dir string, devs []devNum) *cgroup2.Resources {
+func v2Resources(l limits, dir string, devs []devNum) *cgroup2.Resources {
 	var res cgroup2.Resources // CPU: see LimitCPU
-	if j.MemoryMB > 0 {
-		limit := int64(j.MemoryMB) << 20
+	if l.MemoryMB > 0 {
+		limit := int64(l.MemoryMB) << 20
 		res.Memory = &cgroup2.Memory{Max: &limit}
 		// No swap, so that the limit is the job's memory, not its RAM.
 		// The file exists only where the kernel accounts swap.
@@ -196,17 +221,17 @@ func v2Resources(j *Job, dir string, devs []devNum) *cgroup2.Resources {
 			res.Memory.Swap = &noSwap
 		}
 	}
-	if j.PidsMax > 0 {
-		res.Pids = &cgroup2.Pids{Max: int64(j.PidsMax)}
+	if l.PidsMax > 0 {
+		res.Pids = &cgroup2.Pids{Max: int64(l.PidsMax)}
 	}
 	if len(devs) > 0 {
 		res.IO = &cgroup2.IO{}
 		for _, d := range devs {
-			if j.ReadBPS > 0 {
-				res.IO.Max = append(res.IO.Max, cgroup2.Entry{Type: cgroup2.ReadBPS, Major: int64(d.major), Minor: int64(d.minor), Rate: uint64(j.ReadBPS)})
+			if l.ReadBPS > 0 {
+				res.IO.Max = append(res.IO.Max, cgroup2.Entry{Type: cgroup2.ReadBPS, Major: int64(d.major), Minor: int64(d.minor), Rate: uint64(l.ReadBPS)})
 			}
-			if j.WriteBPS > 0 {
-				res.IO.Max = append(res.IO.Max, cgroup2.Entry{Type: cgroup2.WriteBPS, Major: int64(d.major), Minor: int64(d.minor), Rate: uint64(j.WriteBPS)})
+			if l.WriteBPS > 0 {
+				res.IO.Max = append(res.IO.Max, cgroup2.Entry{Type: cgroup2.WriteBPS, Major: int64(d.major), Minor: int64(d.minor), Rate: uint64(l.WriteBPS)})
 			}
 		}
 	}
@@ -314,12 +339,7 @@ func (c *cgroupV2) Join(pid int) error    { return joinCgroup(c.dir, pid) }
 func (c *cgroupV2) dirOf(_ string) string { return c.dir }
 
 func (c *cgroupV2) Kill(spare int) error {
-	// The lock guards only the state: killing waits for processes to
-	// go, and a concurrent Remove copes with that.
-	c.mu.Lock()
-	removed := c.removed
-	c.mu.Unlock()
-	if removed {
+	if c.removed() {
 		return nil
 	}
 	return killV2(c.dir, spare)
@@ -413,19 +433,11 @@ func (c *cgroupV2) Usage() (u Usage, oomKilled bool) {
 }
 
 func (c *cgroupV2) Remove() error {
-	// Claimed under the lock, done outside it: removing retries a busy
-	// cgroup for a while, and Kill must not wait for that.
-	c.mu.Lock()
-	if c.removed {
-		c.mu.Unlock()
+	if !c.begin() {
 		return nil
 	}
-	c.removed = true
-	into := c.into
-	c.into = nil
-	c.mu.Unlock()
-	if into != nil {
-		into.Close()
+	if c.into != nil {
+		c.into.Close()
 	}
 	if _, err := removeTree(c.dir); err != nil {
 		return err

@@ -15,19 +15,6 @@ import (
 	"time"
 )
 
-// Errors that callers test for with errors.Is.
-var (
-	// ErrNotStarted: the job has not been Run.
-	ErrNotStarted = errors.New("job not started")
-	// ErrAlreadyStarted: Run was called on a job that had been run before.
-	ErrAlreadyStarted = errors.New("job already started")
-	// ErrClosed: the job was closed and its output removed.
-	ErrClosed = errors.New("job closed")
-	// ErrInvalid: the job's configuration is wrong; the message says which
-	// field and why. Nothing was started.
-	ErrInvalid = errors.New("invalid job")
-)
-
 // DefaultGracePeriod is how long Stop waits after SIGTERM before SIGKILL.
 const DefaultGracePeriod = 10 * time.Second
 
@@ -212,7 +199,7 @@ func (j *Job) Run() <-chan Status {
 		}
 		st := j.snapshot()
 		j.mu.Unlock()
-		st.Error = fmt.Errorf("tjob: job %s: %w", j.ID, err)
+		st.Error = jobError(j.ID, err)
 		ch <- st
 		close(ch)
 		return ch
@@ -289,41 +276,44 @@ func (j *Job) Validate() error {
 
 func (j *Job) validate() error {
 	if j.Path == "" {
-		return fmt.Errorf("tjob: %w: empty command", ErrInvalid)
+		return invalid("Path", "is empty: no command to run")
 	}
 	if strings.IndexByte(j.Path, 0) >= 0 {
-		return fmt.Errorf("tjob: %w: command %q contains a NUL byte", ErrInvalid, j.Path)
+		return invalid("Path", "%q contains a NUL byte", j.Path)
 	}
 	for i, a := range j.Args {
 		if strings.IndexByte(a, 0) >= 0 {
-			return fmt.Errorf("tjob: %w: argument %d contains a NUL byte", ErrInvalid, i)
+			return invalid(fmt.Sprintf("Args[%d]", i), "contains a NUL byte")
 		}
 	}
 	if err := checkID(j.ID); err != nil {
 		return err
 	}
 	if j.GracePeriod < 0 {
-		return fmt.Errorf("tjob: %w: negative GracePeriod %v", ErrInvalid, j.GracePeriod)
+		return invalid("GracePeriod", "%v is negative", j.GracePeriod)
 	}
 	if j.NoJail && (j.ReadOnlyRoot || len(j.MaskPaths) > 0) {
-		return fmt.Errorf("tjob: %w: ReadOnlyRoot and MaskPaths need the jail, but NoJail is set", ErrInvalid)
+		return invalid("ReadOnlyRoot", "and MaskPaths need the jail, but NoJail is set")
 	}
 	if j.TmpDir != "" && !j.ReadOnlyRoot {
-		return fmt.Errorf("tjob: %w: TmpDir needs ReadOnlyRoot", ErrInvalid)
+		return invalid("TmpDir", "needs ReadOnlyRoot")
 	}
 	if j.MaxOutput < 0 {
-		return fmt.Errorf("tjob: %w: negative MaxOutput %d", ErrInvalid, j.MaxOutput)
+		return invalid("MaxOutput", "%d is negative", j.MaxOutput)
 	}
 	if err := validateUserNS(j); err != nil {
 		return err
 	}
-	return validateLimits(j)
+	if err := checkLimits(j.limits()); err != nil {
+		return err
+	}
+	return checkCgroupUse(j)
 }
 
 // checkID refuses a job ID that cannot name its files and cgroup.
 func checkID(id string) error {
 	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
-		return fmt.Errorf("tjob: %w: job ID %q is not a file name", ErrInvalid, id)
+		return invalid("ID", "%q is not a file name", id)
 	}
 	return nil
 }
@@ -403,7 +393,7 @@ func (j *Job) StopWithin(grace time.Duration) error {
 	j.mu.Lock()
 	if j.state == StateNotStarted {
 		j.mu.Unlock()
-		return fmt.Errorf("tjob: job %s: %w", j.ID, ErrNotStarted)
+		return jobError(j.ID, ErrNotStarted)
 	}
 	started, done := j.started, j.done
 	j.mu.Unlock()
@@ -516,17 +506,17 @@ func (j *Job) Output(ctx context.Context, follow bool) (io.ReadCloser, error) {
 	j.mu.Unlock()
 	switch {
 	case closed:
-		return nil, fmt.Errorf("tjob: job %s: %w", j.ID, ErrClosed)
+		return nil, jobError(j.ID, ErrClosed)
 	case state == StateNotStarted:
-		return nil, fmt.Errorf("tjob: job %s: %w", j.ID, ErrNotStarted)
+		return nil, jobError(j.ID, ErrNotStarted)
 	}
 	if out == nil { // Run is starting the job
 		<-started
 		j.mu.Lock()
 		out = j.out
 		j.mu.Unlock()
-		if out == nil {
-			return nil, fmt.Errorf("tjob: job %s: no output: %w", j.ID, j.Summary().Error)
+		if out == nil { // it failed to start, and says why
+			return nil, j.Summary().Error
 		}
 	}
 	return out.reader(ctx, follow)

@@ -118,8 +118,8 @@ func TestStartFailures(t *testing.T) {
 		{"not executable", func() *Job { return newTestJob(t, notExec) }, notExec + ": permission denied"},
 		{"directory", func() *Job { return newTestJob(t, "/tmp") }, "/tmp: permission denied"},
 		{"bad working directory", func() *Job { j := newTestJob(t, "true"); j.Dir = "/no/such/dir"; return j }, "chdir /no/such/dir: no such file or directory"},
-		{"empty command", func() *Job { return newTestJob(t, "") }, "empty command"},
-		{"NUL in argument", func() *Job { return newTestJob(t, "echo", "a\x00b") }, "argument 1 contains a NUL byte"},
+		{"empty command", func() *Job { return newTestJob(t, "") }, "Path is empty"},
+		{"NUL in argument", func() *Job { return newTestJob(t, "echo", "a\x00b") }, "Args[1] contains a NUL byte"},
 	} {
 		for _, jail := range []bool{true, false} {
 			name := tc.name + map[bool]string{true: "/jail", false: "/nojail"}[jail]

@@ -39,13 +39,13 @@ func validateUserNS(j *Job) error {
 	case m.Size == 0 && m.HostID == 0:
 		return nil
 	case m.Size == 0:
-		return fmt.Errorf("tjob: %w: UserNS maps no IDs (Size 0) from host ID %d", ErrInvalid, m.HostID)
+		return invalid("UserNS", "maps no IDs (Size 0) from host ID %d", m.HostID)
 	case j.NoJail:
-		return fmt.Errorf("tjob: %w: UserNS needs the jail, but NoJail is set", ErrInvalid)
+		return invalid("UserNS", "needs the jail, but NoJail is set")
 	case m.HostID == 0:
-		return fmt.Errorf("tjob: %w: UserNS maps the job's root to the host's (HostID 0)", ErrInvalid)
+		return invalid("UserNS", "maps the job's root to the host's (HostID 0)")
 	case uint64(m.HostID)+uint64(m.Size) > 1<<32-1:
-		return fmt.Errorf("tjob: %w: UserNS host IDs %d to %d go past the largest ID %d", ErrInvalid, m.HostID, uint64(m.HostID)+uint64(m.Size)-1, uint32(1<<32-2))
+		return invalid("UserNS", "host IDs %d to %d go past the largest ID %d", m.HostID, uint64(m.HostID)+uint64(m.Size)-1, uint32(1<<32-2))
 	}
 	return nil
 }

@@ -582,7 +582,7 @@ func lookupUser(name string, ns IDMap) (*syscall.Credential, error) {
 		return cred, err
 	}
 	if cred.Uid >= ns.Size || cred.Gid >= ns.Size {
-		return nil, fmt.Errorf("tjob: %w: User %q: IDs %d:%d are outside the job's user namespace (0 to %d)", ErrInvalid, name, cred.Uid, cred.Gid, ns.Size-1)
+		return nil, invalid("User", "%q: IDs %d:%d are outside the job's user namespace (0 to %d)", name, cred.Uid, cred.Gid, ns.Size-1)
 	}
 	return cred, nil
 }
@@ -597,7 +597,7 @@ func parseUser(name string) (*syscall.Credential, error) {
 		if hasGID {
 			gid, err := strconv.ParseUint(gidStr, 10, 32)
 			if err != nil {
-				return nil, fmt.Errorf("tjob: %w: User %q: bad group ID", ErrInvalid, name)
+				return nil, invalid("User", "%q: bad group ID", name)
 			}
 			cred.Gid = uint32(gid)
 		} else if u, err := user.LookupId(uidStr); err == nil {
@@ -608,11 +608,11 @@ func parseUser(name string) (*syscall.Credential, error) {
 		return cred, nil
 	}
 	if hasGID {
-		return nil, fmt.Errorf("tjob: %w: User %q: use a name or UID[:GID]", ErrInvalid, name)
+		return nil, invalid("User", "%q: use a name or UID[:GID]", name)
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		return nil, fmt.Errorf("tjob: %w: User %q: %v", ErrInvalid, name, err)
+		return nil, &ConfigError{Field: "User", Reason: fmt.Sprintf("%q: %v", name, err), Err: err}
 	}
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 	gid, _ := strconv.ParseUint(u.Gid, 10, 32)

@@ -2,6 +2,7 @@ package tjob
 
 import (
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"strconv"
@@ -86,83 +87,91 @@ func seccompPolicy(p *mobyseccomp.Seccomp, caps []string, goarch string, kernel 
 	if err != nil {
 		return nil, err
 	}
-	allow := map[string]bool{}
-	var conditional []bpfseccomp.NameWithConditions
-	errnos := map[bpfseccomp.Action][]string{}
-	hasErrno := map[string]bool{}
+	r := resolved{allow: map[string]bool{}, errnos: map[bpfseccomp.Action][]string{}, hasErrno: map[string]bool{}}
 	for _, rule := range p.Syscalls {
 		if !ruleApplies(rule, caps, goarch, kernel) {
 			continue
 		}
-		action, err := ruleAction(rule)
-		if err != nil {
+		if err := r.add(rule, info); err != nil {
 			return nil, err
 		}
-		for _, name := range rule.Names {
-			if _, known := info.SyscallNames[name]; !known {
-				continue // another architecture's, or newer than the table
-			}
-			switch {
-			case action == bpfseccomp.ActionAllow && len(rule.Args) == 0:
-				allow[name] = true
-			case action == bpfseccomp.ActionAllow:
-				conds, err := conditions(name, rule.Args)
-				if err != nil {
-					return nil, err
-				}
-				conditional = append(conditional, bpfseccomp.NameWithConditions{Name: name, Conditions: conds})
-			case len(rule.Args) == 0 && !hasErrno[name]:
-				errnos[action] = append(errnos[action], name)
-				hasErrno[name] = true
-			}
-			// A conditional errno is left to the EPERM below, as strict.
-		}
 	}
+	return r.policy(info), nil
+}
 
+// resolved is the profile's rules that apply, by what they do.
+type resolved struct {
+	allow       map[string]bool // allowed whatever the arguments
+	conditional []bpfseccomp.NameWithConditions
+	errnos      map[bpfseccomp.Action][]string // failing with their own errno
+	hasErrno    map[string]bool
+}
+
+// add takes in a rule's system calls that the architecture has.
+func (r *resolved) add(rule *mobyseccomp.Syscall, info *arch.Info) error {
+	action, err := ruleAction(rule)
+	if err != nil {
+		return err
+	}
+	for _, name := range rule.Names {
+		if _, known := info.SyscallNames[name]; !known {
+			continue // another architecture's, or newer than the table
+		}
+		switch {
+		case action == bpfseccomp.ActionAllow && len(rule.Args) == 0:
+			r.allow[name] = true
+		case action == bpfseccomp.ActionAllow:
+			conds, err := conditions(name, rule.Args)
+			if err != nil {
+				return err
+			}
+			r.conditional = append(r.conditional, bpfseccomp.NameWithConditions{Name: name, Conditions: conds})
+		case len(rule.Args) == 0 && !r.hasErrno[name]:
+			r.errnos[action] = append(r.errnos[action], name)
+			r.hasErrno[name] = true
+		}
+		// A conditional errno is left to the EPERM of the policy, as strict.
+	}
+	return nil
+}
+
+// policy is the compiler's policy: the allowed calls (the hot ones first),
+// the conditional ones, those with an errno of their own, then everything
+// else the architecture has, including the conditional calls whose
+// conditions did not hold, as EPERM.
+func (r *resolved) policy(info *arch.Info) *bpfseccomp.Policy {
 	var allowed, rest []string
 	for _, n := range hotSyscalls {
-		if allow[n] {
+		if r.allow[n] {
 			allowed = append(allowed, n)
 		}
 	}
-	for n := range allow {
+	for n := range r.allow {
 		if !slices.Contains(hotSyscalls, n) {
 			rest = append(rest, n)
 		}
 	}
 	slices.Sort(rest)
-	allowed = append(allowed, rest...)
-
 	policy := &bpfseccomp.Policy{
 		DefaultAction: bpfseccomp.ActionErrno, // EPERM; made ENOSYS in buildSeccomp
-		Syscalls: []bpfseccomp.SyscallGroup{
-			{Names: allowed, Action: bpfseccomp.ActionAllow},
-		},
+		Syscalls:      []bpfseccomp.SyscallGroup{{Names: append(allowed, rest...), Action: bpfseccomp.ActionAllow}},
 	}
-	if len(conditional) > 0 {
-		policy.Syscalls = append(policy.Syscalls, bpfseccomp.SyscallGroup{NamesWithCondtions: conditional, Action: bpfseccomp.ActionAllow})
+	if len(r.conditional) > 0 {
+		policy.Syscalls = append(policy.Syscalls, bpfseccomp.SyscallGroup{NamesWithCondtions: r.conditional, Action: bpfseccomp.ActionAllow})
 	}
-	actions := make([]bpfseccomp.Action, 0, len(errnos))
-	for a := range errnos {
-		actions = append(actions, a)
-	}
-	slices.Sort(actions)
+	actions := slices.Sorted(maps.Keys(r.errnos))
 	for _, a := range actions {
-		names := errnos[a]
-		slices.Sort(names)
-		policy.Syscalls = append(policy.Syscalls, bpfseccomp.SyscallGroup{Names: names, Action: a})
+		policy.Syscalls = append(policy.Syscalls, bpfseccomp.SyscallGroup{Names: slices.Sorted(slices.Values(r.errnos[a])), Action: a})
 	}
-	// Everything else the architecture has, including the conditional
-	// calls whose conditions did not hold.
 	var denied []string
 	for name := range info.SyscallNames {
-		if !allow[name] && !hasErrno[name] {
+		if !r.allow[name] && !r.hasErrno[name] {
 			denied = append(denied, name)
 		}
 	}
 	slices.Sort(denied)
 	policy.Syscalls = append(policy.Syscalls, bpfseccomp.SyscallGroup{Names: denied, Action: bpfseccomp.ActionErrno | bpfseccomp.Action(unix.EPERM)})
-	return policy, nil
+	return policy
 }
 
 // ruleApplies evaluates a rule's includes and excludes as Docker does: every

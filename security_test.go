@@ -322,7 +322,10 @@ func TestUserNSJobsStillWork(t *testing.T) {
 		// A file bigger than the job's memory, in its /tmp, which is a
 		// directory of the host's disk.
 		j := job(t, "cd /tmp && dd if=/dev/zero of=big bs=1M count=64 2>/dev/null && ls -l big | wc -l")
-		j.TmpDir, j.Dir = j.Dir, "/tmp"
+		j.TmpDir, j.Dir = blockDir(t), "/tmp"
+		if err := os.Chown(j.TmpDir, int(testUserNS.HostID), int(testUserNS.HostID)); err != nil {
+			t.Fatal(err)
+		}
 		j.MemoryMB = 20
 		if st := final(t, j.Run()); st.Exit != 0 || st.OOMKilled {
 			t.Fatalf("%v (OOM %v)\n%s", st, st.OOMKilled, readAll(t, j, false))
