@@ -208,8 +208,11 @@ func checkConfig(cfg Config) error {
 		j.CPUPercent, j.MemoryMB, j.ReadBPS, j.WriteBPS, j.PidsMax = cpu, mem, rbps, wbps, pids
 		j.IODevices = cfg.IODevices
 		j.GracePeriod = cfg.GracePeriod
-		if err := j.Validate(); err != nil {
-			return fmt.Errorf("job %s: %s", what, strings.TrimPrefix(message(err), tjob.ErrInvalid.Error()+": "))
+		var ce *tjob.ConfigError
+		if err := j.Validate(); errors.As(err, &ce) {
+			return fmt.Errorf("job %s: %s %s", what, ce.Field, ce.Reason)
+		} else if err != nil {
+			return fmt.Errorf("job %s: %s", what, message(err))
 		}
 		return nil
 	}
