@@ -35,14 +35,25 @@
 //
 // # Isolation
 //
-// Unless NoJail is set, the job runs under a small init (this same binary,
-// re-executed: see the jail in namespace_linux.go) in new namespaces: it
-// sees only its own processes in /proc, only a loopback network, its own
-// hostname, and its mounts never reach the host. The init forwards signals
-// to the command, reaps orphans and reports the command's own exit status.
-// The job runs with no_new_privs and Docker's default capability set. The
-// host's file system stays visible (read and write, as the job's user) except
-// the paths in MaskPaths and the spool directory: the jail is not a chroot.
+// Unless NoJail is set, the job runs under an init of its own (the small
+// cmd/tjob-init beside the program, or the program itself started again;
+// see internal/jobinit) in new PID, mount, network, UTS, IPC and cgroup
+// namespaces, and with UserNS in a user namespace whose root is an
+// unprivileged host user: it sees only its own processes in /proc, only a
+// loopback network, its own hostname and its own cgroup as "/", and its
+// mounts never reach the host. The init gives up what the job must not
+// have before the command starts, on every one of its threads: it keeps
+// Docker's default capabilities less CAP_MKNOD, sets no_new_privs, cannot
+// be traced or read by the job, and installs Docker's default seccomp
+// profile. Only file descriptors 0, 1 and 2 reach the job. The init
+// forwards signals to the command, reaps orphans and reports the command's
+// own exit status.
+//
+// The host's file system stays visible, read and write as the job's user
+// (which, in a user namespace, may write only what belongs to its host
+// IDs), or read-only with ReadOnlyRoot but for Dir and a private /tmp
+// (TmpDir, a directory on disk, or an empty one in memory), except the
+// paths in MaskPaths and the spool directory: the jail is not a chroot.
 //
 // Jobs need root: for cgroups and for namespaces.
 package tjob

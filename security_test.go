@@ -1,6 +1,8 @@
+//go:build linux
+
 package tjob
 
-// Security of the jail against a job that attacks it (issue 9): ways around
+// Security of the jail against a job that attacks it: ways around
 // MaskPaths and out of the namespaces that a root job would have if it kept
 // CAP_MKNOD or saw the host's /dev and a writable /proc/sys.
 // Each case logs one "RELIABILITY: <case>: <result>" line for

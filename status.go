@@ -1,3 +1,5 @@
+//go:build linux
+
 package tjob
 
 import (
@@ -107,8 +109,9 @@ func (s Status) Running() bool {
 	return s.State == StateStarting || s.State == StateRunning
 }
 
-// String describes the state as `docker ps` does: "Up 3 seconds",
-// "Exited (0)", "Exited (137) (out of memory)", "Failed: <error>".
+// String describes the state in the words of `docker ps` (and `tjob ps`),
+// without the times it adds: "Up 3s", "Exited (0)", "Exited (143)
+// (stopped)", "Exited (137) (out of memory)", "Failed to start: <error>".
 func (s Status) String() string {
 	switch s.State {
 	case StateNotStarted:
@@ -116,7 +119,7 @@ func (s Status) String() string {
 	case StateStarting, StateRunning:
 		return fmt.Sprintf("Up %s", time.Duration(s.Elapsed*float64(time.Second)).Round(time.Second))
 	case StateFailed:
-		return fmt.Sprintf("Failed: %v", s.Error)
+		return fmt.Sprintf("Failed to start: %v", s.Error)
 	}
 	str := fmt.Sprintf("Exited (%d)", s.Exit)
 	if s.OOMKilled {

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command tjob-init is the init of tjob's jobs, as a program of its own: the
 // code of internal/jobinit and nothing else, so that it starts in a
 // fraction of the time the program that runs the jobs takes (a server with

@@ -1,6 +1,6 @@
 package server
 
-// The reliability suite at the RPC level (issue 9): bad input, faults a job
+// The reliability suite at the RPC level: bad input, faults a job
 // causes, and clients that misbehave, against a real server on loopback with
 // real TLS and real jobs. Every case logs one line,
 //

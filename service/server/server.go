@@ -28,7 +28,8 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Defaults of a job's limits, from RFD 1, and of the caps on what a request
+// Defaults of a job's limits, from the design (20% of a CPU, 20 MiB, 20
+// MiB/s of reads and of writes), and of the caps on what a request
 // may ask for.
 const (
 	DefaultCPUPercent = 20

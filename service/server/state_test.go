@@ -21,7 +21,7 @@ import (
 )
 
 // The server's own state: one owner of its directory, history across
-// restarts, removal, retention, quotas and listing that scales (issue 13).
+// restarts, removal, retention, quotas and listing that scales.
 
 // testState is a fresh state directory path for a test.
 func testState(t testing.TB) string {
