@@ -9,6 +9,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -170,9 +171,14 @@ func testBlockDevice(t *testing.T) string {
 	if dir == "" {
 		return ""
 	}
+	return deviceOf(t, dir)
+}
+
+// deviceOf is the MAJOR:MINOR of the file system that holds dir.
+func deviceOf(t *testing.T, dir string) string {
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
-		t.Fatalf("TJOB_TEST_BLOCKDIR: %v", err)
+		t.Fatalf("device of %s: %v", dir, err)
 	}
 	dev := uint64(st.Dev)
 	major := (dev>>8)&0xfff | (dev>>32)&^0xfff
@@ -221,8 +227,29 @@ func (e *env) tjobAt(t *testing.T, addr string, args ...string) result {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") && args[0] != "help" {
 		args = append([]string{args[0], "-addr", addr}, args[1:]...)
 	}
-	cmd := exec.Command(filepath.Join(binDir, "tjob"), args...)
+	return e.tjobEnv(t, nil, args...)
+}
+
+// tjobEnv runs the CLI in the env's directory with more environment
+// (KEY=value each) and the command line as given: no -addr of its own.
+func (e *env) tjobEnv(t *testing.T, environ []string, args ...string) result {
+	t.Helper()
+	return e.runTjob(t, e.command(context.Background(), environ, args...))
+}
+
+// command is the CLI in the env's directory, with more environment; ctx
+// kills it.
+func (e *env) command(ctx context.Context, environ []string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "tjob"), args...)
 	cmd.Dir = e.dir
+	cmd.Env = append(withoutTjobEnv(os.Environ()), environ...)
+	return cmd
+}
+
+// runTjob runs the CLI and says how it went.
+func (e *env) runTjob(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
+	args := cmd.Args[1:]
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -235,6 +262,18 @@ func (e *env) tjobAt(t *testing.T, addr string, args ...string) result {
 		t.Fatalf("tjob %q: %v", args, err)
 	}
 	return r
+}
+
+// withoutTjobEnv is environ without the variables tjob reads, so that
+// only a test sets them.
+func withoutTjobEnv(environ []string) []string {
+	var kept []string
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "TJOB_ADDR=") && !strings.HasPrefix(kv, "TJOB_CERT_PATH=") && !strings.HasPrefix(kv, "TJOB_USER=") {
+			kept = append(kept, kv)
+		}
+	}
+	return kept
 }
 
 // ok runs tjob and fails the test unless it succeeded quietly.
@@ -362,8 +401,8 @@ func TestPS(t *testing.T) {
 	if !running.MatchString(rows[sleeper[:8]]) {
 		t.Errorf("running job: %q", rows[sleeper[:8]])
 	}
-	if !strings.Contains(rows[long[:8]], `"sh -c sleep 999 # a…"`) {
-		t.Errorf("long command not cut to 20 characters: %q", rows[long[:8]])
+	if !strings.Contains(rows[long[:8]], `"sh -c 'sleep 999 # …"`) {
+		t.Errorf("long command not quoted as a shell needs it, and cut to 20 characters: %q", rows[long[:8]])
 	}
 
 	out := e.ok(t, "ps", "-a")
@@ -375,7 +414,7 @@ func TestPS(t *testing.T) {
 	if !exited.MatchString(rows[echo[:8]]) {
 		t.Errorf("exited job: %q", rows[echo[:8]])
 	}
-	if !strings.Contains(rows[stopped[:8]], "Exited (143) ") {
+	if !strings.Contains(rows[stopped[:8]], "Exited (143) ") || !strings.HasSuffix(rows[stopped[:8]], " ago (stopped)") {
 		t.Errorf("stopped job: %q", rows[stopped[:8]])
 	}
 	// Newest first.
@@ -469,7 +508,7 @@ func TestErrors(t *testing.T) {
 	}
 	fails(t, e.tjob(t, "ps", "-cert", "other/cli.crt", "-key", "other/cli.key"), 1, "other/cli.crt", "rejected")
 	// A server the CA does not vouch for.
-	fails(t, e.tjob(t, "ps", "-ca", "other/ca.crt"), 1, "not trusted")
+	fails(t, e.tjob(t, "ps", "-ca", "other/ca.crt"), 1, "is signed by", "not by the CA in other/ca.crt")
 }
 
 func TestUsage(t *testing.T) {
@@ -483,13 +522,23 @@ func TestUsage(t *testing.T) {
 		{"logs", "a", "b"},
 		{"ps", "extra"},
 		{"ps", "-x"},
+		{"ps", "--format", "yaml"},
+		{"wait"},
+		{"rm"},
+		{"inspect"},
+		{"version", "x"},
+		{"stop", "-t", "soon", "x"},
+		{"run", "--memory", "lots", "true"},
+		{"run", "--cpus", "-1", "true"},
+		{"run", "-e", "=x", "true"},
 	} {
 		r := e.tjob(t, args...)
 		if r.code != 2 || !strings.Contains(r.stderr, "Usage: tjob") || len(r.stdout) != 0 {
 			t.Errorf("tjob %q: %v", args, r)
 		}
 	}
-	for _, args := range [][]string{{"help"}, {"help", "logs"}, {"logs", "-h"}, {"run", "-h"}, {"ps", "-h"}, {"stop", "-h"}} {
+	for _, args := range [][]string{{"help"}, {"help", "logs"}, {"logs", "-h"}, {"run", "-h"}, {"ps", "-h"}, {"stop", "-h"},
+		{"wait", "-h"}, {"rm", "-h"}, {"inspect", "--help"}, {"version", "-h"}} {
 		r := e.tjob(t, args...)
 		if r.code != 0 || !strings.Contains(string(r.stdout), "Usage: tjob") || r.stderr != "" {
 			t.Errorf("tjob %q: %v", args, r)
@@ -505,8 +554,19 @@ func TestUsage(t *testing.T) {
 func TestLogsInterrupt(t *testing.T) {
 	e := newEnv(t)
 	id := e.runJob(t, "sh", "-c", "echo first; sleep 1000")
-	cmd := exec.Command(filepath.Join(binDir, "tjob"), "logs", "-addr", e.addr, "-f", id)
-	cmd.Dir = e.dir
+	e.interruptAfterFirst(t, "logs", "-addr", e.addr, "-f", id)
+	// The job goes on.
+	if row := psRows(t, e.ok(t, "ps"))[id[:8]]; !strings.Contains(row, "Up ") {
+		t.Fatalf("job after the follower left: %q", row)
+	}
+}
+
+// interruptAfterFirst runs tjob with args, reads the job's first line of
+// output, "first", as it comes, then sends tjob SIGINT (Ctrl-C), and checks
+// that it ends quietly with 130.
+func (e *env) interruptAfterFirst(t *testing.T, args ...string) {
+	t.Helper()
+	cmd := e.command(context.Background(), nil, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -529,10 +589,6 @@ func TestLogsInterrupt(t *testing.T) {
 	}
 	if stderr.Len() != 0 || len(rest) != 0 {
 		t.Fatalf("after SIGINT: stdout %q, stderr %q", rest, stderr.String())
-	}
-	// The job goes on.
-	if row := psRows(t, e.ok(t, "ps"))[id[:8]]; !strings.Contains(row, "Up ") {
-		t.Fatalf("job after the follower left: %q", row)
 	}
 }
 

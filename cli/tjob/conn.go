@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,28 +23,28 @@ import (
 // tlsConfig loads the CA and the client's pair: TLS 1.3 only.
 func (c *cli) tlsConfig() (*tls.Config, error) {
 	for _, f := range []struct{ what, name, flag string }{
-		{"CA certificate", c.ca, "-ca"},
-		{"client certificate", c.cert, "-cert"},
-		{"client key", c.key, "-key"},
+		{"CA certificate", c.ca, "ca"},
+		{"client certificate", c.cert, "cert"},
+		{"client key", c.key, "key"},
 	} {
 		if _, err := os.Stat(f.name); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("%s file %s does not exist (give another with %s, or make certificates with 'tjobs certs')", f.what, f.name, f.flag)
+				return nil, fmt.Errorf("%s file %s does not exist (%s, or make certificates with 'tjobs certs')", f.what, f.name, c.origin(f.flag))
 			}
-			return nil, fmt.Errorf("%s file: %v", f.what, err)
+			return nil, fmt.Errorf("%s file: %v (%s)", f.what, err, c.origin(f.flag))
 		}
 	}
 	caPEM, err := os.ReadFile(c.ca)
 	if err != nil {
-		return nil, fmt.Errorf("CA certificate file: %v", err)
+		return nil, fmt.Errorf("CA certificate file: %v (%s)", err, c.origin("ca"))
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("CA certificate file %s holds no PEM certificate", c.ca)
+		return nil, fmt.Errorf("CA certificate file %s holds no PEM certificate (%s)", c.ca, c.origin("ca"))
 	}
 	pair, err := tls.LoadX509KeyPair(c.cert, c.key)
 	if err != nil {
-		return nil, fmt.Errorf("client certificate %s and key %s: %v", c.cert, c.key, err)
+		return nil, fmt.Errorf("client certificate %s and key %s: %v (%s)", c.cert, c.key, err, c.origin("cert"))
 	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -52,18 +53,19 @@ func (c *cli) tlsConfig() (*tls.Config, error) {
 	}, nil
 }
 
-// connect makes a client for the server. It does not dial: the first call
+// connect makes the client for the server. It does not dial: the first call
 // does, and explain makes sense of its failure.
-func (c *cli) connect() (*grpc.ClientConn, tjobv1.JobClient, error) {
+func (c *cli) connect() (*grpc.ClientConn, error) {
 	cfg, err := c.tlsConfig()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
-		return nil, nil, fmt.Errorf("server address %q: %v", c.addr, err)
+		return nil, fmt.Errorf("server address %q: %v (%s)", c.addr, err, c.origin("addr"))
 	}
-	return conn, tjobv1.NewJobClient(conn), nil
+	c.client = tjobv1.NewJobClient(conn)
+	return conn, nil
 }
 
 // explain turns a failed call into one line a person can act on, without
@@ -75,7 +77,7 @@ func (c *cli) explain(err error) error {
 	case codes.NotFound, codes.InvalidArgument, codes.FailedPrecondition, codes.ResourceExhausted:
 		return errors.New(msg) // the server's words are for people
 	case codes.Unauthenticated, codes.PermissionDenied:
-		return fmt.Errorf("certificate %s rejected by the server at %s: %s", c.cert, c.addr, msg)
+		return fmt.Errorf("certificate %s rejected by the server at %s: %s (%s)", c.cert, c.addr, msg, c.origin("cert"))
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("the server at %s did not answer in time", c.addr)
 	case codes.Canceled:
@@ -94,7 +96,7 @@ func (c *cli) explain(err error) error {
 func (c *cli) diagnose(msg string) error {
 	raw, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
 	if err != nil {
-		return fmt.Errorf("server not reachable at %s: %s", c.addr, netReason(err))
+		return fmt.Errorf("server not reachable at %s: %s (%s)", c.addr, netReason(err), c.origin("addr"))
 	}
 	defer raw.Close()
 	cfg, err := c.tlsConfig()
@@ -110,7 +112,7 @@ func (c *cli) diagnose(msg string) error {
 	if err := conn.Handshake(); err != nil {
 		var verr *tls.CertificateVerificationError
 		if errors.As(err, &verr) {
-			return fmt.Errorf("the server's certificate at %s is not trusted (CA %s): %v", c.addr, c.ca, verr.Err)
+			return c.untrusted(verr, cfg.ServerName)
 		}
 		return tlsRejected(c, err, msg)
 	}
@@ -123,11 +125,42 @@ func (c *cli) diagnose(msg string) error {
 	return fmt.Errorf("server not reachable at %s: %s", c.addr, msg)
 }
 
+// untrusted explains a server certificate tjob does not accept: made for
+// other names, or signed by another CA than the one tjob trusts (which the
+// CAs' common names tell apart: `tjobs certs` gives each a suffix of its
+// own).
+func (c *cli) untrusted(verr *tls.CertificateVerificationError, host string) error {
+	var hostErr x509.HostnameError
+	if errors.As(verr.Err, &hostErr) {
+		return fmt.Errorf("the server's certificate at %s is not valid for %s: %v (make it with 'tjobs certs -host %s')", c.addr, host, verr.Err, host)
+	}
+	var authErr x509.UnknownAuthorityError
+	if errors.As(verr.Err, &authErr) && len(verr.UnverifiedCertificates) > 0 {
+		signer := verr.UnverifiedCertificates[0].Issuer.CommonName
+		return fmt.Errorf("the server's certificate at %s is signed by %q, not by the CA in %s%s (%s)", c.addr, signer, c.ca, caName(c.ca), c.origin("ca"))
+	}
+	return fmt.Errorf("the server's certificate at %s is not trusted (CA %s): %v (%s)", c.addr, c.ca, verr.Err, c.origin("ca"))
+}
+
+// caName is ` ("CN")` of the first certificate in file, or "".
+func caName(file string) string {
+	rest, _ := os.ReadFile(file)
+	for {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			return ""
+		}
+		if cert, err := x509.ParseCertificate(blk.Bytes); err == nil && blk.Type == "CERTIFICATE" {
+			return fmt.Sprintf(" (%q)", cert.Subject.CommonName)
+		}
+	}
+}
+
 // tlsRejected explains a TLS alert from the server.
 func tlsRejected(c *cli, err error, msg string) error {
 	s := err.Error()
 	if i := strings.Index(s, "tls: "); i >= 0 && strings.Contains(s, "remote error") {
-		return fmt.Errorf("certificate %s rejected by the server at %s (%s)", c.cert, c.addr, s[i+len("tls: "):])
+		return fmt.Errorf("certificate %s rejected by the server at %s (%s; %s)", c.cert, c.addr, s[i+len("tls: "):], c.origin("cert"))
 	}
 	if strings.Contains(s, "protocol version") {
 		return fmt.Errorf("the server at %s does not speak TLS 1.3", c.addr)

@@ -1,14 +1,20 @@
-// Command tjob is the client of tjobs: it runs, stops, lists and reads the
-// output of jobs on a tjobs server, over gRPC with mutual TLS.
+// Command tjob is the client of tjobs: it runs, stops, lists, waits for,
+// removes and reads the output of jobs on a tjobs server, over gRPC with
+// mutual TLS. Its commands and options are Docker's where Docker has them.
 //
 //	tjob run [OPTIONS] COMMAND [ARG...]
-//	tjob stop [OPTIONS] JOB
-//	tjob ps [OPTIONS] [-a]
-//	tjob logs [OPTIONS] [-f] JOB
+//	tjob ps [OPTIONS]
+//	tjob logs [OPTIONS] JOB
+//	tjob wait [OPTIONS] JOB...
+//	tjob stop [OPTIONS] JOB...
+//	tjob rm [OPTIONS] JOB...
+//	tjob inspect [OPTIONS] JOB...
+//	tjob version
 //
-// Exit status: 0 on success, 1 when the command failed (one line on stderr
-// says why), 2 on a usage error, 130 when Ctrl-C ended `logs` (143 for
-// SIGTERM).
+// Exit status: 0 on success, 1 when the command failed (a line on stderr
+// says why, one for each job that failed), 2 on a usage error, 130 when
+// Ctrl-C ended it (143 for SIGTERM). `tjob run --attach` exits as the job
+// did, or 125, 126 or 127 as `docker run` does.
 package main
 
 import (
@@ -22,8 +28,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	tjobv1 "github.com/neildo/tjob/service/proto/tjob/v1"
 )
 
 // Exit codes.
@@ -35,11 +39,12 @@ const (
 	// shell reports it: 130 or 143.
 )
 
-// rpcTimeout bounds the calls that answer at once (not stop, not logs).
+// rpcTimeout bounds the calls that answer at once (not those that wait for
+// a job: run --attach, logs -f, wait, stop, rm -f).
 const rpcTimeout = 30 * time.Second
 
 func main() {
-	os.Exit(tjobMain(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(tjobMain(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 
 type command struct {
@@ -51,12 +56,13 @@ type command struct {
 	run     func(c *cli, args []string) error
 	nargs   func(n int) bool // whether n positional arguments will do
 	posix   bool             // flags stop at the first argument (run)
+	local   bool             // needs no server (version)
 }
 
 var commands []*command
 
 func init() {
-	commands = []*command{cmdRun, cmdStop, cmdPs, cmdLogs}
+	commands = []*command{cmdRun, cmdPs, cmdLogs, cmdWait, cmdStop, cmdRm, cmdInspect, cmdVersion}
 }
 
 const mainUsage = `Usage: tjob [OPTIONS] COMMAND [OPTIONS] [ARG...]
@@ -68,10 +74,17 @@ certificate) sees only the jobs it ran.
 Commands:
 %s
 Options of every command:
-  -addr host:port   the server (default localhost:8080)
-  -ca file          CA certificate (default .tjob/ca.crt)
-  -cert file        client certificate (default .tjob/cli.crt)
-  -key file         client private key (default .tjob/cli.key)
+  -addr host:port   the server (default $TJOB_ADDR, else localhost:8080)
+  -ca file          CA certificate (default $TJOB_CERT_PATH/ca.crt)
+  -cert file        client certificate (default $TJOB_CERT_PATH/$TJOB_USER.crt)
+  -key file         client private key (default $TJOB_CERT_PATH/$TJOB_USER.key)
+  --version         print tjob's version and exit
+
+Environment (an option on the command line wins):
+  TJOB_ADDR         the server, host:port
+  TJOB_CERT_PATH    the directory of the certificates (default .tjob, as
+                    'tjobs certs' makes it)
+  TJOB_USER         whose certificate: NAME.crt and NAME.key (default cli)
 
 JOB is a job ID or any prefix of it that names only one of your jobs.
 Run 'tjob COMMAND -h' for more about a command.
@@ -80,25 +93,53 @@ Run 'tjob COMMAND -h' for more about a command.
 func mainUsageText() string {
 	var b strings.Builder
 	for _, c := range commands {
-		fmt.Fprintf(&b, "  %-6s %s\n", c.name, c.summary)
+		fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.summary)
 	}
 	return fmt.Sprintf(mainUsage, b.String())
 }
 
-func tjobMain(args []string, stdout, stderr io.Writer) int {
-	inv, code := parseArgs(args, stdout, stderr)
+func tjobMain(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+	inv, code := parseArgs(args, lookupEnv, stdout, stderr)
 	if inv == nil {
 		return code
 	}
-	if err := inv.cmd.run(inv.cli, inv.args); err != nil {
-		var ie interrupted
-		if errors.As(err, &ie) {
-			return int(ie)
+	err := inv.execute()
+	var es exitStatus
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &es):
+		if es.err != nil {
+			fmt.Fprintf(stderr, "tjob: %v\n", es.err)
 		}
-		fmt.Fprintf(stderr, "tjob: %v\n", err)
-		return exitFailed
+		return es.code
 	}
-	return exitOK
+	fmt.Fprintf(stderr, "tjob: %v\n", err)
+	return inv.cli.failed()
+}
+
+// failed is the exit status of a command that failed: exitFailed, but 125
+// for an attached run, whose exit statuses below 125 are the job's own.
+func (c *cli) failed() int {
+	if c.run.attach {
+		return exitTjobFailed
+	}
+	return exitFailed
+}
+
+// exitStatus ends tjob with a code of its own, after err (if any) on a line
+// of its own: a signal's 128+N, a job's own code, or exitFailed once each
+// failure has been told.
+type exitStatus struct {
+	code int
+	err  error
+}
+
+func (e exitStatus) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("exit status %d", e.code)
 }
 
 // invocation is a command line parsed: the command, its options and its
@@ -109,21 +150,38 @@ type invocation struct {
 	args []string
 }
 
+// execute runs the command, connected to the server unless it needs none.
+func (inv *invocation) execute() error {
+	if !inv.cmd.local {
+		conn, err := inv.cli.connect()
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+	}
+	return inv.cmd.run(inv.cli, inv.args)
+}
+
 // parseArgs parses tjob's command line. It returns what to run, or nil and
 // the exit code when there is nothing to run: help was asked for (written
 // to stdout, exitOK) or the command line is wrong (usage on stderr,
 // exitUsage).
-func parseArgs(args []string, stdout, stderr io.Writer) (*invocation, int) {
-	cl := &cli{stdout: stdout, stderr: stderr}
+func parseArgs(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) (*invocation, int) {
+	cl := &cli{stdout: stdout, stderr: stderr, lookupEnv: lookupEnv}
+	var err error
+	if cl.defaults, err = connectionDefaults(lookupEnv); err != nil {
+		fmt.Fprintf(stderr, "tjob: %v\n\n%s", err, mainUsageText())
+		return nil, exitUsage
+	}
 	// The common options may also come before the command.
-	global := flag.NewFlagSet("tjob", flag.ContinueOnError)
-	global.SetOutput(io.Discard)
-	cl.commonFlags(global)
+	global := globalFlags(cl)
 	if err := global.Parse(args); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(stderr, "tjob: %v\n\n%s", err, mainUsageText())
 		return nil, exitUsage
 	} else if err != nil {
 		args = []string{"help"}
+	} else if cl.version {
+		return &invocation{cmd: cmdVersion, cli: cl}, 0
 	} else {
 		args = global.Args()
 	}
@@ -150,12 +208,7 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*invocation, int) {
 		fmt.Fprintf(stderr, "tjob: unknown command %q\n\n%s", name, mainUsageText())
 		return nil, exitUsage
 	}
-	fs := flag.NewFlagSet("tjob "+c.name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	cl.commonFlags(fs)
-	if c.flags != nil {
-		c.flags(fs, cl)
-	}
+	fs := c.flagSet(cl)
 	pos, err := parse(fs, args[1:], c.posix)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, c.usage())
@@ -176,6 +229,27 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*invocation, int) {
 	return &invocation{cmd: c, cli: cl, args: pos}, 0
 }
 
+// globalFlags are the options before the command: those of every command,
+// and -version.
+func globalFlags(cl *cli) *flag.FlagSet {
+	fs := flag.NewFlagSet("tjob", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cl.commonFlags(fs)
+	fs.BoolVar(&cl.version, "version", false, "")
+	return fs
+}
+
+// flagSet is c's options, the common ones and its own, set in cl.
+func (c *command) flagSet(cl *cli) *flag.FlagSet {
+	fs := flag.NewFlagSet("tjob "+c.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cl.commonFlags(fs)
+	if c.flags != nil {
+		c.flags(fs, cl)
+	}
+	return fs
+}
+
 func lookupCommand(name string) *command {
 	for _, c := range commands {
 		if c.name == name {
@@ -186,7 +260,7 @@ func lookupCommand(name string) *command {
 }
 
 func (c *command) usage() string {
-	return fmt.Sprintf("Usage: tjob %s [OPTIONS] %s\n\n%s", c.name, c.args, c.help)
+	return fmt.Sprintf("%s\n\n%s", strings.TrimSpace(fmt.Sprintf("Usage: tjob %s [OPTIONS] %s", c.name, c.args)), c.help)
 }
 
 // parse parses flags. With posix, flags end at the first argument (so that
@@ -210,193 +284,24 @@ func parse(fs *flag.FlagSet, args []string, posix bool) ([]string, error) {
 	}
 }
 
-// cli is one invocation's options and output.
-type cli struct {
-	addr, ca, cert, key string
-	all, follow         bool // ps -a, logs -f
-	stdout, stderr      io.Writer
-}
-
-// commonFlags adds the options of every command to fs; their defaults are
-// what cl holds, or the documented ones.
-func (cl *cli) commonFlags(fs *flag.FlagSet) {
-	def := func(v, d string) string {
-		if v != "" {
-			return v
-		}
-		return d
+// boolFlag adds a switch under its names: Docker's short and long ones.
+func boolFlag(fs *flag.FlagSet, p *bool, names ...string) {
+	for _, n := range names {
+		fs.BoolVar(p, n, false, "")
 	}
-	fs.StringVar(&cl.addr, "addr", def(cl.addr, "localhost:8080"), "")
-	fs.StringVar(&cl.ca, "ca", def(cl.ca, ".tjob/ca.crt"), "")
-	fs.StringVar(&cl.cert, "cert", def(cl.cert, ".tjob/cli.crt"), "")
-	fs.StringVar(&cl.key, "key", def(cl.key, ".tjob/cli.key"), "")
 }
 
-// interrupted is the exit code of a command ended by a signal, which has
-// nothing more to say.
-type interrupted int
-
-func (i interrupted) Error() string { return fmt.Sprintf("interrupted (%d)", int(i)) }
-
-var cmdRun = &command{
-	name:    "run",
-	args:    "COMMAND [ARG...]",
-	summary: "run a command as a job and print its ID",
-	help: `Runs COMMAND with its ARGs as a job on the server, isolated from the host
-(namespaces of its own) and with the server's resource limits, and prints
-the job's ID. Options must come before COMMAND: what follows it is the
-command's.
-
-Examples:
-  $ tjob run echo hello
-  1fbb6e8a-788c-45bf-9996-1b45bb6a99d0
-  $ tjob run sh -c 'while true; do date; sleep 1; done'
-  $ tjob run -addr host:8080 ls -la
-`,
-	nargs: func(n int) bool { return n >= 1 },
-	posix: true,
-	run: func(c *cli, args []string) error {
-		conn, client, err := c.connect()
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-		defer cancel()
-		resp, err := client.Run(ctx, &tjobv1.RunRequest{Path: args[0], Args: args[1:]})
-		if err != nil {
-			return c.explain(err)
-		}
-		if st := resp.GetStatus(); st.GetState() == tjobv1.State_STATE_FAILED {
-			return fmt.Errorf("job failed to start: %s (job %s)", st.GetError(), shortID(resp.GetJobId()))
-		}
-		fmt.Fprintln(c.stdout, resp.GetJobId())
-		return nil
-	},
-}
-
-var cmdStop = &command{
-	name:    "stop",
-	args:    "JOB",
-	summary: "stop a job: SIGTERM, then SIGKILL after the grace period",
-	help: `Stops JOB: SIGTERM first, then SIGKILL to all that is left of it after the
-server's grace period (10 seconds by default). Returns when the job has
-ended and prints its ID. Stopping a job that has ended does nothing.
-
-Examples:
-  $ tjob stop 1abb6e8a
-  1abb6e8a-788c-45bf-9996-1b45bb6a99d0
-`,
-	nargs: func(n int) bool { return n == 1 },
-	run: func(c *cli, args []string) error {
-		conn, client, err := c.connect()
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		resp, err := client.Stop(context.Background(), &tjobv1.StopRequest{JobId: args[0]})
-		if err != nil {
-			return c.explain(err)
-		}
-		fmt.Fprintln(c.stdout, resp.GetStatus().GetJobId())
-		return nil
-	},
-}
-
-var cmdPs = &command{
-	name:    "ps",
-	args:    "[-a]",
-	summary: "list your running jobs, or all of them with -a",
-	help: `Lists your running jobs, newest first; with -a, all your jobs.
-
-Options:
-  -a    all jobs, not only running ones
-
-Examples:
-  $ tjob ps -a
-  JOB ID     COMMAND        CREATED          STATUS
-  1abb6e8a   "sleep 1000"   3 seconds ago    Up 3 seconds
-  1fcc4f8b   "echo hello"   1 minute ago     Exited (0) About a minute ago
-`,
-	flags: func(fs *flag.FlagSet, c *cli) { fs.BoolVar(&c.all, "a", false, "") },
-	nargs: func(n int) bool { return n == 0 },
-	run: func(c *cli, args []string) error {
-		conn, client, err := c.connect()
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-		defer cancel()
-		resp, err := client.Status(ctx, &tjobv1.StatusRequest{All: c.all})
-		if err != nil {
-			return c.explain(err)
-		}
-		return writePS(c.stdout, resp.GetJobs(), time.Now())
-	},
-}
-
-var cmdLogs = &command{
-	name:    "logs",
-	args:    "[-f] JOB",
-	summary: "print a job's output from its start; -f follows it",
-	help: `Writes JOB's output (stdout and stderr, as the job wrote them) from its
-start to standard output, byte for byte. With -f, waits for more until the
-job ends; Ctrl-C stops following (exit status 130).
-
-Options:
-  -f    follow the output until the job ends
-
-Examples:
-  $ tjob logs 1fcc
-  hello
-  $ tjob logs -f 1abb6e8a
-`,
-	flags: func(fs *flag.FlagSet, c *cli) { fs.BoolVar(&c.follow, "f", false, "") },
-	nargs: func(n int) bool { return n == 1 },
-	run: func(c *cli, args []string) error {
-		conn, client, err := c.connect()
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, signaled, stop := interruptible(context.Background())
-		defer stop()
-		stream, err := client.Logs(ctx, &tjobv1.LogsRequest{JobId: args[0], Follow: c.follow})
-		if err != nil {
-			return c.explain(err)
-		}
-		for {
-			msg, err := stream.Recv()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					stop()
-					if code := signaled(); code != 0 {
-						return interrupted(code)
-					}
-				}
-				return c.explain(err)
-			}
-			if _, err := c.stdout.Write(msg.GetData()); err != nil {
-				return fmt.Errorf("writing output: %w", err)
-			}
-		}
-	},
-}
-
-func shortID(id string) string {
-	if len(id) > 8 {
-		return id[:8]
+// valueFlag adds an option that takes a value under its names.
+func valueFlag(fs *flag.FlagSet, v flag.Value, names ...string) {
+	for _, n := range names {
+		fs.Var(v, n, "")
 	}
-	return id
 }
 
-// interruptible returns a context that is canceled by SIGINT or SIGTERM,
-// and a function that says which one came (0: none).
-func interruptible(parent context.Context) (context.Context, func() int, func()) {
+// onSignal returns a context that SIGINT or SIGTERM cancels, and a function
+// that turns the error of a call it cut short into the signal's exit status
+// (128+N), quietly: there is nothing more to say. Call stop when done.
+func onSignal(parent context.Context) (ctx context.Context, interrupted func(error) error, stop func()) {
 	ctx, cancel := context.WithCancel(parent)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -410,16 +315,26 @@ func interruptible(parent context.Context) (context.Context, func() int, func())
 		case <-ctx.Done():
 		}
 	}()
-	which := func() int {
-		<-done
-		if s, ok := got.(syscall.Signal); ok {
-			return 128 + int(s)
-		}
-		return 0
-	}
-	stop := func() {
+	stop = func() {
 		signal.Stop(sigs)
 		cancel()
 	}
-	return ctx, which, stop
+	interrupted = func(err error) error {
+		if ctx.Err() == nil {
+			return err
+		}
+		stop()
+		<-done
+		if s, ok := got.(syscall.Signal); ok {
+			return exitStatus{code: 128 + int(s)}
+		}
+		return err
+	}
+	return ctx, interrupted, stop
+}
+
+// isExit reports whether err ends tjob with an exit status of its own.
+func isExit(err error) bool {
+	var es exitStatus
+	return errors.As(err, &es)
 }

@@ -142,21 +142,13 @@ func (ca *CA) Issue(l Leaf) (*Pair, error) {
 
 // LoadCA reads a CA written by Init.
 func LoadCA(certFile, keyFile string) (*CA, error) {
-	certPEM, err := os.ReadFile(certFile)
+	cert, err := readCertificate(certFile)
 	if err != nil {
 		return nil, err
 	}
 	keyPEM, err := os.ReadFile(keyFile)
 	if err != nil {
 		return nil, err
-	}
-	cb, _ := pem.Decode(certPEM)
-	if cb == nil || cb.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("%s: no PEM certificate", certFile)
-	}
-	cert, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}
 	if !cert.IsCA {
 		return nil, fmt.Errorf("%s: not a CA certificate", certFile)
@@ -173,7 +165,24 @@ func LoadCA(certFile, keyFile string) (*CA, error) {
 	if !ok || !key.PublicKey.Equal(cert.PublicKey) {
 		return nil, fmt.Errorf("%s: not the key of %s", keyFile, certFile)
 	}
-	return &CA{Cert: cert, Key: key, PEM: certPEM}, nil
+	return &CA{Cert: cert, Key: key, PEM: pemBlock("CERTIFICATE", cert.Raw)}, nil
+}
+
+// readCertificate reads the first PEM certificate in file.
+func readCertificate(file string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM certificate", file)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return cert, nil
 }
 
 // Write writes the pair to certFile (mode 0644) and keyFile (mode 0600),

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -33,7 +34,7 @@ func readCert(t *testing.T, name string) *x509.Certificate {
 func TestInit(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "certs")
 	var out bytes.Buffer
-	if err := Init(dir, []string{"bob"}, &out); err != nil {
+	if err := Init(dir, []string{"bob"}, nil, &out); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
@@ -82,7 +83,7 @@ func TestInit(t *testing.T) {
 	before, _ := os.ReadFile(filepath.Join(dir, "ca.key"))
 	svcBefore, _ := os.ReadFile(filepath.Join(dir, "svc.crt"))
 	out.Reset()
-	if err := Init(dir, []string{"alice", "bob"}, &out); err != nil {
+	if err := Init(dir, []string{"alice", "bob"}, nil, &out); err != nil {
 		t.Fatal(err)
 	}
 	after, _ := os.ReadFile(filepath.Join(dir, "ca.key"))
@@ -100,12 +101,95 @@ func TestInit(t *testing.T) {
 
 	// Half a CA is refused, and so are bad names.
 	os.Remove(filepath.Join(dir, "ca.key"))
-	if err := Init(dir, nil, &out); err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
+	if err := Init(dir, nil, nil, &out); err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
 		t.Errorf("half a CA: %v", err)
 	}
 	for _, bad := range []string{"ca", "svc", "../x", "a b", "", "-x"} {
-		if err := Init(t.TempDir(), []string{bad}, &out); err == nil {
+		if err := Init(t.TempDir(), []string{bad}, nil, &out); err == nil {
 			t.Errorf("name %q accepted", bad)
+		}
+	}
+}
+
+// TestInitHosts: -host names and addresses join the server certificate's
+// defaults; a bad one is refused before anything is written; an existing
+// server certificate is kept, and Init says in one line which names it
+// lacks.
+func TestInitHosts(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	var out bytes.Buffer
+	if err := Init(dir, nil, []string{"tjobs.example.com", "10.0.0.5", "fd00::5", "localhost"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	svc := readCert(t, filepath.Join(dir, "svc.crt"))
+	for _, h := range []string{"localhost", "127.0.0.1", "::1", "tjobs.example.com", "10.0.0.5", "fd00::5"} {
+		if err := svc.VerifyHostname(h); err != nil {
+			t.Errorf("server certificate: %v", err)
+		}
+	}
+	if len(svc.DNSNames) != 2 || len(svc.IPAddresses) != 4 {
+		t.Errorf("server names %v, addresses %v: each once", svc.DNSNames, svc.IPAddresses)
+	}
+
+	// Again with a name it lacks: kept, and said so in one line.
+	before, _ := os.ReadFile(filepath.Join(dir, "svc.crt"))
+	out.Reset()
+	if err := Init(dir, nil, []string{"10.0.0.5", "other.example.com"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, "svc.crt"))
+	if !bytes.Equal(before, after) {
+		t.Fatal("svc.crt was overwritten")
+	}
+	var line string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.Contains(l, "svc.crt") {
+			line = l
+		}
+	}
+	if !strings.HasPrefix(line, "kept") || !strings.Contains(line, "not valid for other.example.com:") || strings.Contains(line, "10.0.0.5") {
+		t.Errorf("the line about svc.crt: %q", line)
+	}
+
+	for _, bad := range []string{"a b", "-x.example.com", "x..y", "http://x", "[::1]", strings.Repeat("a", 64) + ".com"} {
+		d := filepath.Join(t.TempDir(), "certs")
+		if err := Init(d, nil, []string{bad}, &out); err == nil || !strings.Contains(err.Error(), "bad host") {
+			t.Errorf("host %q: %v", bad, err)
+		}
+		if exists(d) {
+			t.Errorf("host %q: %s made before the host was refused", bad, d)
+		}
+	}
+}
+
+// TestCANames: each CA Init makes has a name of its own, which the
+// certificates it signs carry as their issuer: a client that does not trust
+// a server's certificate can say which CA signed it, and which it trusts.
+func TestCANames(t *testing.T) {
+	var out bytes.Buffer
+	names := map[string]bool{}
+	var dirs []string
+	for range 3 {
+		dir := t.TempDir()
+		if err := Init(dir, nil, nil, &out); err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, dir)
+		cn := readCert(t, filepath.Join(dir, "ca.crt")).Subject.CommonName
+		if !regexp.MustCompile(`^tjob CA [0-9a-f]{6}$`).MatchString(cn) {
+			t.Errorf("CA name %q", cn)
+		}
+		names[cn] = true
+	}
+	if len(names) != 3 {
+		t.Errorf("CA names %v: not one each", names)
+	}
+	for _, dir := range dirs {
+		ca := readCert(t, filepath.Join(dir, "ca.crt")).Subject.CommonName
+		for _, leaf := range []string{"svc", "cli"} {
+			if issuer := readCert(t, filepath.Join(dir, leaf+".crt")).Issuer.CommonName; issuer != ca {
+				t.Errorf("%s/%s.crt: issuer %q, want %q", dir, leaf, issuer, ca)
+			}
 		}
 	}
 }

@@ -208,17 +208,22 @@ func (f *daysFlag) Set(s string) error {
 
 func now() string { return time.Now().Format("2006-01-02T15:04:05.000Z07:00") }
 
-const certsUsage = `Usage: tjobs certs [-dir DIR] [NAME...]
+const certsUsage = `Usage: tjobs certs [-dir DIR] [-host NAME_OR_IP,...] [NAME...]
 
 Makes the certificates for mutual TLS in DIR (ECDSA P-256):
-  ca.crt  ca.key    the CA that signs the others
-  svc.crt svc.key   tjobs (server; localhost, 127.0.0.1, ::1)
+  ca.crt  ca.key    the CA that signs the others, "tjob CA" and a random
+                    suffix, so that an error that names a CA says which
+  svc.crt svc.key   tjobs (server; localhost, 127.0.0.1, ::1 and the -host
+                    names and addresses, for clients on other machines)
   cli.crt cli.key   the client "cli", the CLI's default
   NAME.crt NAME.key a client whose user (common name) is NAME, for each NAME
 Keys are written 0600. Nothing is ever overwritten: when DIR holds a CA, it
-signs the pairs that are missing, so running it again adds users.
+signs the pairs that are missing, so running it again adds users; an
+existing svc.crt stays as it is, even when -host names more (it says so:
+remove svc.crt and svc.key to make a new one).
 
-Example:  tjobs certs bob      (then: tjob -cert .tjob/bob.crt -key .tjob/bob.key ps)
+Examples: tjobs certs bob      (then: TJOB_USER=bob tjob ps)
+          tjobs certs -host tjobs.example.com,10.0.0.5
 Options:
 `
 
@@ -230,13 +235,15 @@ func certs(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	dir := fs.String("dir", ".tjob", "`dir`ectory to write to")
+	hosts := fs.String("host", "", "comma-separated DNS `names and IP addresses` the server certificate is valid for too")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if err := pki.Init(*dir, fs.Args(), stdout); err != nil {
+	extra := strings.FieldsFunc(*hosts, func(r rune) bool { return r == ',' || r == ' ' })
+	if err := pki.Init(*dir, fs.Args(), extra, stdout); err != nil {
 		fmt.Fprintf(stderr, "tjobs certs: %v\n", err)
 		return 1
 	}
