@@ -77,16 +77,40 @@ func ioDevices(explicit, paths []string) ([]devNum, error) {
 
 // ioPaths are the paths on whose disks the job reads and writes: its
 // directory (the caller's when empty), the root file system, and TmpDir.
+// Dir is the job's own view: inside a read-only jail with a TmpDir, a Dir
+// under /tmp is in TmpDir, so it is looked up there.
 func (j *Job) ioPaths() []string {
-	dir := j.Dir
-	if dir == "" {
-		dir, _ = os.Getwd()
+	paths := []string{"/"}
+	if dir := j.hostDir(); dir != "" {
+		paths = append(paths, dir)
 	}
-	paths := []string{dir, "/"}
 	if j.TmpDir != "" {
 		paths = append(paths, j.TmpDir)
 	}
 	return paths
+}
+
+// hostDir is where the job's Dir is on the host, or "" where it has none:
+// Dir is the private /tmp held in memory.
+func (j *Job) hostDir() string {
+	if j.Dir == "" {
+		dir, _ := os.Getwd()
+		return dir
+	}
+	dir := filepath.Clean(j.Dir)
+	if j.NoJail || !j.ReadOnlyRoot {
+		return dir
+	}
+	if j.TmpDir == "" {
+		if dir == "/tmp" {
+			return ""
+		}
+		return dir
+	}
+	if rel, err := filepath.Rel("/tmp", dir); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+		return filepath.Join(j.TmpDir, rel)
+	}
+	return dir
 }
 
 // parseIODevice reads an IODevices entry: a device file or "MAJOR:MINOR".

@@ -1191,3 +1191,49 @@ func TestCgroupParentOverride(t *testing.T) {
 		t.Errorf("PidsMax under a parent with pids: %v (%v)", st, st.Error)
 	}
 }
+
+// TestCgroupWriteBPSInWorkspace: a Dir under /tmp in a read-only jail is in
+// TmpDir on the host, and that is the disk WriteBPS limits; the job's path
+// does not exist on the host.
+func TestCgroupWriteBPSInWorkspace(t *testing.T) {
+	sys := requireCgroups(t)
+	requireController(t, sys, "io", "blkio")
+	work := blockDir(t)
+	if err := os.MkdirAll(filepath.Join(work, "sub"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	st := ddTimed(t, "/tmp/sub", func(j *Job) {
+		j.ReadOnlyRoot, j.TmpDir, j.WriteBPS = true, work, 2<<20
+	}, "if=/dev/zero", "of=out", "bs=1M", "count=4", "oflag=direct")
+	t.Logf("WriteBPS=2MiB/s in TmpDir/sub, 4 MiB oflag=direct: %v, %d bytes written", elapsed(st).Round(time.Millisecond), st.Usage.WriteBytes)
+	if elapsed(st) < 1500*time.Millisecond || st.Usage.WriteBytes < 4<<20 {
+		t.Errorf("4 MiB at 2 MiB/s in /tmp/sub took %v (%d bytes written), want at least 1.5 s", elapsed(st), st.Usage.WriteBytes)
+	}
+	if fi, err := os.Stat(filepath.Join(work, "sub", "out")); err != nil || fi.Size() != 4<<20 {
+		t.Errorf("the job's /tmp/sub/out is not TmpDir/sub/out on the host: %v", err)
+	}
+}
+
+func TestHostDir(t *testing.T) {
+	wd, _ := os.Getwd()
+	for _, c := range []struct {
+		j    Job
+		want string
+	}{
+		{Job{}, wd},
+		{Job{Dir: "/srv/x"}, "/srv/x"},
+		{Job{Dir: "/tmp/a", NoJail: true}, "/tmp/a"},
+		{Job{Dir: "/tmp/a"}, "/tmp/a"},
+		{Job{Dir: "/tmp", ReadOnlyRoot: true}, ""},
+		{Job{Dir: "/tmp/a", ReadOnlyRoot: true}, "/tmp/a"},
+		{Job{Dir: "/tmp/a/../b", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/w/1/b"},
+		{Job{Dir: "/tmp", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/w/1"},
+		{Job{Dir: "/tmpx", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/tmpx"},
+		{Job{Dir: "/etc", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/etc"},
+	} {
+		if got := c.j.hostDir(); got != c.want {
+			t.Errorf("Dir %q (ReadOnlyRoot %v, TmpDir %q, NoJail %v): hostDir %q, want %q",
+				c.j.Dir, c.j.ReadOnlyRoot, c.j.TmpDir, c.j.NoJail, got, c.want)
+		}
+	}
+}
