@@ -392,6 +392,23 @@ func (j *Job) Stop() error {
 // StopWithin is Stop with a grace period of its own; zero means the job's
 // GracePeriod.
 func (j *Job) StopWithin(grace time.Duration) error {
+	if grace <= 0 {
+		grace = j.grace()
+	}
+	return j.stop(grace)
+}
+
+// Kill ends the job at once, as Stop does after its grace period: SIGKILL
+// to everything it runs, with no SIGTERM first. Kill returns when the job
+// has ended; killing a job that has ended returns nil, one that was never
+// run ErrNotStarted.
+func (j *Job) Kill() error {
+	return j.stop(0)
+}
+
+// stop sends SIGTERM and waits up to grace for the job to end, then
+// SIGKILLs it; a zero grace SIGKILLs it at once.
+func (j *Job) stop(grace time.Duration) error {
 	j.mu.Lock()
 	if j.state == StateNotStarted {
 		j.mu.Unlock()
@@ -410,16 +427,15 @@ func (j *Job) StopWithin(grace time.Duration) error {
 	proc := j.proc
 	j.mu.Unlock()
 
-	proc.terminate()
-	if grace <= 0 {
-		grace = j.grace()
-	}
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
-	select {
-	case <-done:
-		return nil
-	case <-timer.C:
+	if grace > 0 {
+		proc.terminate()
+		select {
+		case <-done:
+			return nil
+		case <-timer.C:
+		}
 	}
 	proc.kill()
 	// The init reports how the command ended as soon as it gets the CPU

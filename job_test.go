@@ -569,3 +569,28 @@ func TestStopWithin(t *testing.T) {
 		t.Fatalf("status %v, want killed after the short grace", st)
 	}
 }
+
+// Kill sends no SIGTERM: a job that would report one never does.
+func TestKill(t *testing.T) {
+	requireRoot(t)
+	j := newTestJob(t, "sh", "-c", `trap "echo TERM" TERM; echo ready; while :; do sleep 0.05; done`)
+	j.GracePeriod = time.Hour
+	ch := j.Run()
+	waitOutput(t, j, "ready\n")
+	if err := j.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	st := final(t, ch)
+	if st.Signal != syscall.SIGKILL || !st.StopRequested {
+		t.Fatalf("status %v (stop requested %v), want killed", st, st.StopRequested)
+	}
+	if out := strings.Join(j.Status().Lines, "\n"); out != "ready" {
+		t.Errorf("output %q: the job had a SIGTERM", out)
+	}
+	if err := j.Kill(); err != nil {
+		t.Errorf("Kill of an ended job: %v", err)
+	}
+	if err := NewJob("true").Kill(); !errors.Is(err, ErrNotStarted) {
+		t.Errorf("Kill before Run: %v, want ErrNotStarted", err)
+	}
+}

@@ -61,9 +61,8 @@ Options:
 Exit status with --attach: the job's own (128+N when signal N killed it);
 125 when tjob failed (server unreachable, certificate rejected, request
 refused); 126 when the command could not be invoked; 127 when it was not
-found. Ctrl-C stops following and exits 130; the job goes on. With -a, tjob
-removes a --rm job itself once it has its exit status (so a job it stopped
-following is not removed).
+found. Ctrl-C stops following and exits 130; the job goes on (and with
+--rm is removed once it has ended).
 
 Examples:
   $ tjob run echo hello
@@ -144,10 +143,10 @@ func (o *runOptions) request(args []string, lookupEnv func(string) (string, bool
 		},
 		Env: env,
 		Dir: workspaceDir(o.workdir),
-		// An attached run removes the job itself, after it has its exit
-		// status: the server would remove a job that ended before tjob
-		// asked for its output.
-		Remove: o.remove && !o.attach,
+		// The server keeps it for the Logs and Wait that follow, and
+		// removes it once Wait has its end; or, should tjob go before
+		// that, once it has ended.
+		Remove: o.remove,
 	}
 	if o.stopTimeout.set {
 		req.GracePeriod = durationpb.New(o.stopTimeout.d)
@@ -277,24 +276,11 @@ func (c *cli) runAttached(req *tjobv1.RunRequest) error {
 		}
 		st = wait.GetStatus()
 	}
-	if c.run.remove {
-		c.removeEnded(ctx, id)
-	}
 	code := exitCodeOf(st)
 	if st.GetState() == tjobv1.State_STATE_FAILED {
 		return exitStatus{code: code, err: failedToStart(st)}
 	}
 	return exitStatus{code: code}
-}
-
-// removeEnded removes an attached --rm job once it has ended; a failure is
-// said, but the exit status stays the job's. It forces: for a moment after
-// Wait has answered with the job's end, the server may still hold the job as
-// running, and refuse a plain Remove; stopping an ended job does nothing.
-func (c *cli) removeEnded(ctx context.Context, id string) {
-	if _, err := c.client.Remove(ctx, &tjobv1.RemoveRequest{JobId: id, Force: true}); err != nil {
-		fmt.Fprintf(c.stderr, "tjob: removing job %s (--rm): %v\n", id, c.explain(err))
-	}
 }
 
 // exitCodeOf is an ended job's exit status as a shell reports it, and as

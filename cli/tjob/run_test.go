@@ -85,9 +85,9 @@ func TestRunRequest(t *testing.T) {
 		req.GetLimits().GetMemoryMb() != 0 || req.GetLimits().GetCpuPercent() != 0 {
 		t.Errorf("no options: %v, %v", req, err)
 	}
-	// Attached, tjob removes the job itself: the server must not first.
-	if req, _ = (&runOptions{attach: true, remove: true}).request([]string{"true"}, env()); req.GetRemove() {
-		t.Errorf("attached --rm asks the server to remove the job")
+	// Attached or not, the server removes the job: it outlives tjob.
+	if req, _ = (&runOptions{attach: true, remove: true}).request([]string{"true"}, env()); !req.GetRemove() {
+		t.Errorf("attached --rm does not ask the server to remove the job")
 	}
 	missing := filepath.Join(dir, "missing.env")
 	if _, err := (&runOptions{envFiles: []string{missing}}).request([]string{"true"}, env()); err == nil || !strings.Contains(err.Error(), missing) {

@@ -20,6 +20,11 @@ import (
 // past Config.Retain, those older than Config.RetainFor, and, when the disk
 // quota is full, the user's oldest to make room.
 
+// unclaimedFor is how long a job run with remove is kept once it has ended
+// and no client holds it, unless a Wait had its final status: for the Wait
+// or Logs that comes after its Run, or after a Logs stream.
+var unclaimedFor = 10 * time.Second
+
 // janitorEvery is how often retention by age and the measure of running
 // jobs' workspaces happen.
 const janitorEvery = time.Minute
@@ -56,21 +61,34 @@ func (s *Server) finalize(e *entry) {
 	if s.running[rec.Owner] <= 0 {
 		delete(s.running, rec.Owner)
 	}
-	remove := rec.Remove && e.refs == 0 && !e.removed && !s.closing
-	if remove {
-		s.detach(e)
+	if rec.Remove && e.refs == 0 {
+		s.removeLater(e)
 	}
 	s.mu.Unlock()
 	close(e.finalized)
-	if remove {
-		s.forget(rec.ID)
-	}
 	s.retain(rec.Owner, time.Now())
 }
 
+// removeLater removes e, run with remove, unclaimedFor from now, unless a
+// client holds it then or has since; the caller holds s.mu.
+func (s *Server) removeLater(e *entry) {
+	e.idleSince = time.Now()
+	time.AfterFunc(unclaimedFor, func() {
+		s.mu.Lock()
+		remove := e.refs == 0 && time.Since(e.idleSince) >= unclaimedFor && !e.removed && !s.closing
+		if remove {
+			s.detach(e)
+		}
+		s.mu.Unlock()
+		if remove {
+			s.forget(e.rec.ID)
+		}
+	})
+}
+
 // hold counts a Logs stream or Wait of e, which RunRequest.remove waits for;
-// release ends it, and removes the job if it was the last and the job is
-// done and to be removed.
+// release ends it, and removes the job if it was the last, the job is to be
+// removed and a Wait had its final status (else a while later).
 func (s *Server) hold(e *entry) {
 	s.mu.Lock()
 	e.refs++
@@ -80,9 +98,12 @@ func (s *Server) hold(e *entry) {
 func (s *Server) release(e *entry) {
 	s.mu.Lock()
 	e.refs--
-	remove := e.refs == 0 && e.rec.ended() && e.rec.Remove && !e.removed && !s.closing
+	idle := e.refs == 0 && e.rec.ended() && e.rec.Remove && !e.removed && !s.closing
+	remove := idle && e.waited
 	if remove {
 		s.detach(e)
+	} else if idle {
+		s.removeLater(e)
 	}
 	s.mu.Unlock()
 	if remove {
@@ -269,7 +290,13 @@ func (s *Server) recover() error {
 	}
 	now := time.Now()
 	known := map[string]bool{}
+	var dropped int
 	for _, rec := range recs {
+		if rec.Remove && rec.ended() { // its clients left with the server
+			s.forget(rec.ID)
+			dropped++
+			continue
+		}
 		known[rec.ID] = true
 		if !rec.ended() {
 			rec.State = stateExited
@@ -290,7 +317,10 @@ func (s *Server) recover() error {
 		s.add(&entry{rec: rec, finalized: closedChan})
 	}
 	if len(recs) > 0 {
-		s.logf("recover: %d jobs from %s", len(recs), s.cfg.StateDir)
+		s.logf("recover: %d jobs from %s", len(recs)-dropped, s.cfg.StateDir)
+	}
+	if dropped > 0 {
+		s.logf("recover: removed %d ended jobs that were run with remove", dropped)
 	}
 	s.removeOrphans(known)
 	cleanupStale(s.logf)

@@ -132,6 +132,10 @@ func TestReliabilityBadInput(t *testing.T) {
 	add("Run: NUL byte in an argument", codes.InvalidArgument, "NUL", runOf("echo", "a", "b\x00c"))
 	add("Run: 1 MiB of arguments (8192 x 128 B)", codes.InvalidArgument, "too long", runOf("echo", many...))
 	add("Run: one argument of 1 MiB", codes.InvalidArgument, "too long", runOf("echo", huge))
+	add("Run: memory below the library's floor", codes.InvalidArgument, "limits.memory_mb 4 is below the minimum", func() error {
+		_, err := c.Run(ctxT(t), &tjobv1.RunRequest{Path: "true", Limits: &tjobv1.Limits{MemoryMb: 4}})
+		return err
+	})
 	for _, rpc := range []struct {
 		name string
 		call func(string) error

@@ -99,12 +99,41 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 		s.mu.Unlock()
 		j.Close()
 		s.abandon(j, rec)
-		return nil, status.Error(codes.InvalidArgument, message(st.Error))
+		return nil, status.Error(codes.InvalidArgument, invalidMessage(st.Error))
 	}
 	admitted = false
 	s.watchers.Add(1)
 	go s.watch(e)
 	return &tjobv1.RunResponse{JobId: id, Status: rec.proto(statusOf(j))}, nil
+}
+
+// apiFields are the RunRequest fields of the library's Job fields that a
+// request sets, so that an error names what the client sent.
+var apiFields = map[string]string{
+	"Path":        "path",
+	"CPUPercent":  "limits.cpu_percent",
+	"MemoryMB":    "limits.memory_mb",
+	"ReadBPS":     "limits.read_bps",
+	"WriteBPS":    "limits.write_bps",
+	"PidsMax":     "limits.pids_max",
+	"GracePeriod": "grace_period",
+}
+
+// invalidMessage is the message of a job the library refused, in the API's
+// names where the request set the field.
+func invalidMessage(err error) string {
+	var ce *tjob.ConfigError
+	if !errors.As(err, &ce) {
+		return message(err)
+	}
+	field, ok := apiFields[ce.Field]
+	if strings.HasPrefix(ce.Field, "Args[") {
+		field, ok = "args["+strings.TrimPrefix(ce.Field, "Args["), true
+	}
+	if !ok {
+		return message(err)
+	}
+	return field + " " + strings.ReplaceAll(ce.Reason, "tjob: ", "")
 }
 
 // admit counts a job the caller is about to run, unless a quota says no.
@@ -183,21 +212,26 @@ func (s *Server) Stop(ctx context.Context, req *tjobv1.StopRequest) (*tjobv1.Sto
 	if err != nil {
 		return nil, err
 	}
-	var grace time.Duration
+	stop := (*tjob.Job).Stop // SIGTERM, and SIGKILL after the job's grace
 	if g := req.GetGracePeriod(); g != nil {
-		if grace = g.AsDuration(); grace < 0 || !g.IsValid() {
+		grace := g.AsDuration()
+		if grace < 0 || !g.IsValid() {
 			return nil, status.Errorf(codes.InvalidArgument, "grace_period %v is negative", grace)
 		}
+		stop = func(j *tjob.Job) error { return j.StopWithin(grace) }
+		if grace == 0 {
+			stop = (*tjob.Job).Kill
+		}
 	}
-	if err := s.stopJob(ctx, e, grace); err != nil {
+	if err := s.stopJob(ctx, e, stop); err != nil {
 		return nil, err
 	}
 	return &tjobv1.StopResponse{Status: s.view(e)}, nil
 }
 
-// stopJob stops e's job, if it runs, and returns once it has ended, or
-// when ctx is done.
-func (s *Server) stopJob(ctx context.Context, e *entry, grace time.Duration) error {
+// stopJob stops e's job with stop, if it runs, and returns once it has
+// ended, or when ctx is done.
+func (s *Server) stopJob(ctx context.Context, e *entry, stop func(*tjob.Job) error) error {
 	s.mu.Lock()
 	j := e.job
 	s.mu.Unlock()
@@ -205,7 +239,7 @@ func (s *Server) stopJob(ctx context.Context, e *entry, grace time.Duration) err
 		return nil
 	}
 	stopped := make(chan error, 1)
-	go func() { stopped <- j.StopWithin(grace) }() // bounded by the grace period
+	go func() { stopped <- stop(j) }() // bounded by the grace period
 	select {
 	case err := <-stopped:
 		if err != nil {
@@ -398,18 +432,17 @@ func (s *Server) Wait(ctx context.Context, req *tjobv1.WaitRequest) (*tjobv1.Wai
 	}
 	s.hold(e)
 	defer s.release(e)
-	s.mu.Lock()
-	j := e.job
-	s.mu.Unlock()
-	if j != nil {
-		select {
-		case <-j.Done():
-		case <-ctx.Done():
-			return nil, status.FromContextError(ctx.Err()).Err()
-		case <-s.stopping.Done():
-			return nil, errShuttingDown
-		}
+	// Until its record is final: the job has ended, and can be removed.
+	select {
+	case <-e.finalized:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case <-s.stopping.Done():
+		return nil, errShuttingDown
 	}
+	s.mu.Lock()
+	e.waited = true
+	s.mu.Unlock()
 	return &tjobv1.WaitResponse{Status: s.view(e)}, nil
 }
 
@@ -427,7 +460,7 @@ func (s *Server) Remove(ctx context.Context, req *tjobv1.RemoveRequest) (*tjobv1
 		if !req.GetForce() {
 			return nil, status.Errorf(codes.FailedPrecondition, "job %s is running: stop it first, or remove it with force (tjob rm -f)", id)
 		}
-		if err := s.stopJob(ctx, e, 0); err != nil {
+		if err := s.stopJob(ctx, e, (*tjob.Job).Kill); err != nil { // as docker rm -f
 			return nil, err
 		}
 	}

@@ -151,6 +151,8 @@ type entry struct {
 	rec       *record
 	job       *tjob.Job     // while the job runs; nil once rec holds its end
 	refs      int           // Logs streams and Waits of it in progress
+	waited    bool          // a Wait of it has returned its final status
+	idleSince time.Time     // when its last client let go, or it ended
 	removed   bool          // gone from the server, or going
 	finalized chan struct{} // closed once rec holds the job's end
 }

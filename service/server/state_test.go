@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // The server's own state: one owner of its directory, history across
@@ -383,4 +384,91 @@ func allJobs(t testing.TB, c tjobv1.JobClient) []*tjobv1.Status {
 		t.Fatal(err)
 	}
 	return resp.GetJobs()
+}
+
+// TestAutoRemoveRace: a job run with remove that ends before its client's
+// Wait or Logs comes is still there for them, then removed; one nobody
+// claims is removed after unclaimedFor. Remove right after Wait needs no
+// force: Wait returns with the record final.
+func TestAutoRemoveRace(t *testing.T) {
+	defer func(d time.Duration) { unclaimedFor = d }(unclaimedFor)
+	unclaimedFor = 2 * time.Second
+	cfg := testConfig()
+	cfg.StateDir = testState(t)
+	ts := startServer(t, cfg)
+	c := ts.client(t, "alice")
+	runEnded := func(remove bool) string {
+		t.Helper()
+		resp, err := c.Run(ctxT(t), &tjobv1.RunRequest{Path: "sh", Args: []string{"-c", "echo out; exit 3"}, Remove: remove})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := resp.GetJobId()
+		if !eventually(10*time.Second, func() bool {
+			st, err := c.Status(ctxT(t), &tjobv1.StatusRequest{JobId: &id})
+			return err == nil && st.GetJobs()[0].GetState() == tjobv1.State_STATE_EXITED
+		}) {
+			t.Fatalf("job %s did not end", id)
+		}
+		return id
+	}
+	gone := func(id string) bool {
+		_, err := c.Status(ctxT(t), &tjobv1.StatusRequest{JobId: &id})
+		return status.Code(err) == codes.NotFound
+	}
+
+	id := runEnded(true)
+	waitLogs(t, c, id, "out\n")
+	w, err := c.Wait(ctxT(t), &tjobv1.WaitRequest{JobId: id})
+	if err != nil || w.GetStatus().GetExit() != 3 {
+		t.Fatalf("Wait of an ended job run with remove: %v %v", w, err)
+	}
+	if !eventually(10*time.Second, func() bool { return gone(id) }) {
+		t.Error("the job run with remove is still there after its Logs and Wait")
+	}
+
+	idle := runEnded(true)
+	start := time.Now()
+	if !eventually(time.Minute, func() bool { return gone(idle) }) {
+		t.Fatal("a job run with remove that nobody waited for was never removed")
+	}
+	if waited := time.Since(start); waited < time.Second {
+		t.Errorf("a job run with remove that nobody waited for was removed %v after it ended, want about %v", waited, unclaimedFor)
+	}
+
+	for i := 0; i < 5; i++ {
+		resp, err := c.Run(ctxT(t), &tjobv1.RunRequest{Path: "true"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Wait(ctxT(t), &tjobv1.WaitRequest{JobId: resp.GetJobId()}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Remove(ctxT(t), &tjobv1.RemoveRequest{JobId: resp.GetJobId()}); err != nil {
+			t.Fatalf("Remove right after Wait: %v", err)
+		}
+	}
+}
+
+// TestStopGraceZero: a Stop with a zero grace period kills the job at once,
+// with no SIGTERM, though its own grace is an hour.
+func TestStopGraceZero(t *testing.T) {
+	cfg := testConfig()
+	cfg.StateDir = testState(t)
+	ts := startServer(t, cfg)
+	c := ts.client(t, "alice")
+	resp, err := c.Run(ctxT(t), &tjobv1.RunRequest{Path: "sh", Args: []string{"-c", "trap 'echo TERM' TERM; echo up; while :; do sleep 0.1; done"},
+		GracePeriod: durationpb.New(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetJobId()
+	waitLogs(t, c, id, "up\n")
+	st, err := c.Stop(ctxT(t), &tjobv1.StopRequest{JobId: id, GracePeriod: durationpb.New(0)})
+	if err != nil || st.GetStatus().GetSignal() != 9 {
+		t.Fatalf("Stop with grace 0: %v %v", st, err)
+	}
+	if out, err := logs(ctxT(t), c, id, false); err != nil || string(out) != "up\n" {
+		t.Errorf("output %q (%v): the job had a SIGTERM", out, err)
+	}
 }

@@ -116,7 +116,9 @@ type RunRequest struct {
 	// zero: the server's.
 	GracePeriod *durationpb.Duration `protobuf:"bytes,6,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
 	// Remove the job once it has ended and every Logs follower and Wait of it
-	// has had what it came for.
+	// has had what it came for. A job that ends before any client followed or
+	// waited for it is kept 10 seconds for one to come (the Wait or Logs that
+	// follows this Run), then removed.
 	Remove        bool `protobuf:"varint,7,opt,name=remove,proto3" json:"remove,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -339,7 +341,8 @@ func (x *RunResponse) GetStatus() *Status {
 type StopRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	// Overrides the job's grace period for this stop; zero means none.
+	// Overrides the job's grace period for this stop. Unset: the job's; zero:
+	// none, SIGKILL at once.
 	GracePeriod   *durationpb.Duration `protobuf:"bytes,2,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -653,7 +656,7 @@ func (x *WaitResponse) GetStatus() *Status {
 type RemoveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	// Stop a running job first.
+	// Kill a running job first.
 	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -74,7 +74,8 @@ type JobClient interface {
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
 	// Stop sends SIGTERM to every process of the job, SIGKILL to all it left
 	// after the grace period (the request's, else the job's), and returns when
-	// the job has ended. Stopping an ended job does nothing and succeeds.
+	// the job has ended; a grace period of zero is SIGKILL at once, with no
+	// SIGTERM. Stopping an ended job does nothing and succeeds.
 	//
 	//	NotFound, InvalidArgument (ambiguous or empty job_id)
 	Stop(ctx context.Context, in *StopRequest, opts ...grpc.CallOption) (*StopResponse, error)
@@ -92,14 +93,16 @@ type JobClient interface {
 	//	NotFound, InvalidArgument, FailedPrecondition (the job failed to
 	//	start), ResourceExhausted (too many Logs streams open for the caller)
 	Logs(ctx context.Context, in *LogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogsResponse], error)
-	// Wait blocks until the job has ended and returns its final status. It
-	// ends with the client's deadline or cancellation, and holds nothing on
-	// the server after that.
+	// Wait blocks until the job has ended and its status is final (Remove then
+	// succeeds without force) and returns that status. It ends with the
+	// client's deadline or cancellation, and holds nothing on the server after
+	// that.
 	//
 	//	NotFound, InvalidArgument
 	Wait(ctx context.Context, in *WaitRequest, opts ...grpc.CallOption) (*WaitResponse, error)
 	// Remove forgets an ended job: its record, its output and its workspace.
-	// A running job is refused unless force, which stops it first (as Stop).
+	// A running job is refused unless force, which kills it first (SIGKILL,
+	// as docker rm -f).
 	// A removed job answers NotFound.
 	//
 	//	NotFound, InvalidArgument, FailedPrecondition (running, without force)
@@ -214,7 +217,8 @@ type JobServer interface {
 	Run(context.Context, *RunRequest) (*RunResponse, error)
 	// Stop sends SIGTERM to every process of the job, SIGKILL to all it left
 	// after the grace period (the request's, else the job's), and returns when
-	// the job has ended. Stopping an ended job does nothing and succeeds.
+	// the job has ended; a grace period of zero is SIGKILL at once, with no
+	// SIGTERM. Stopping an ended job does nothing and succeeds.
 	//
 	//	NotFound, InvalidArgument (ambiguous or empty job_id)
 	Stop(context.Context, *StopRequest) (*StopResponse, error)
@@ -232,14 +236,16 @@ type JobServer interface {
 	//	NotFound, InvalidArgument, FailedPrecondition (the job failed to
 	//	start), ResourceExhausted (too many Logs streams open for the caller)
 	Logs(*LogsRequest, grpc.ServerStreamingServer[LogsResponse]) error
-	// Wait blocks until the job has ended and returns its final status. It
-	// ends with the client's deadline or cancellation, and holds nothing on
-	// the server after that.
+	// Wait blocks until the job has ended and its status is final (Remove then
+	// succeeds without force) and returns that status. It ends with the
+	// client's deadline or cancellation, and holds nothing on the server after
+	// that.
 	//
 	//	NotFound, InvalidArgument
 	Wait(context.Context, *WaitRequest) (*WaitResponse, error)
 	// Remove forgets an ended job: its record, its output and its workspace.
-	// A running job is refused unless force, which stops it first (as Stop).
+	// A running job is refused unless force, which kills it first (SIGKILL,
+	// as docker rm -f).
 	// A removed job answers NotFound.
 	//
 	//	NotFound, InvalidArgument, FailedPrecondition (running, without force)
