@@ -1217,19 +1217,19 @@ func TestCgroupWriteBPSInWorkspace(t *testing.T) {
 func TestHostDir(t *testing.T) {
 	wd, _ := os.Getwd()
 	for _, c := range []struct {
-		j    Job
+		j    *Job
 		want string
 	}{
-		{Job{}, wd},
-		{Job{Dir: "/srv/x"}, "/srv/x"},
-		{Job{Dir: "/tmp/a", NoJail: true}, "/tmp/a"},
-		{Job{Dir: "/tmp/a"}, "/tmp/a"},
-		{Job{Dir: "/tmp", ReadOnlyRoot: true}, ""},
-		{Job{Dir: "/tmp/a", ReadOnlyRoot: true}, "/tmp/a"},
-		{Job{Dir: "/tmp/a/../b", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/w/1/b"},
-		{Job{Dir: "/tmp", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/w/1"},
-		{Job{Dir: "/tmpx", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/tmpx"},
-		{Job{Dir: "/etc", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/etc"},
+		{&Job{}, wd},
+		{&Job{Dir: "/srv/x"}, "/srv/x"},
+		{&Job{Dir: "/tmp/a", NoJail: true}, "/tmp/a"},
+		{&Job{Dir: "/tmp/a"}, "/tmp/a"},
+		{&Job{Dir: "/tmp", ReadOnlyRoot: true}, ""},
+		{&Job{Dir: "/tmp/a", ReadOnlyRoot: true}, "/tmp/a"},
+		{&Job{Dir: "/tmp/a/../b", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/w/1/b"},
+		{&Job{Dir: "/tmp", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/w/1"},
+		{&Job{Dir: "/tmpx", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/tmpx"},
+		{&Job{Dir: "/etc", ReadOnlyRoot: true, TmpDir: "/w/1"}, "/etc"},
 	} {
 		if got := c.j.hostDir(); got != c.want {
 			t.Errorf("Dir %q (ReadOnlyRoot %v, TmpDir %q, NoJail %v): hostDir %q, want %q",

@@ -33,31 +33,65 @@ func BenchmarkStart(b *testing.B) {
 			}
 		}
 	})
+	initPath := benchInit(b)
 	for _, mode := range []struct {
 		name           string
 		noJail, noCgrp bool
+		asTjobs        bool // a user namespace, a read-only root and a workspace
 	}{
-		{"job/plain", true, true},
-		{"job/cgroup", true, false},
-		{"job/jail", false, true},
-		{"job/jail+cgroup", false, false},
+		{"job/plain", true, true, false},
+		{"job/cgroup", true, false, false},
+		{"job/jail", false, true, false},
+		{"job/jail+cgroup", false, false, false},
+		{"job/as-tjobs", false, false, true},
 	} {
 		b.Run(mode.name, func(b *testing.B) {
 			dir := b.TempDir()
+			ws := filepath.Join(b.TempDir(), "workspace")
 			for i := 0; i < b.N; i++ {
 				j := NewJob("/bin/true")
 				j.SpoolDir = dir
+				j.InitPath = initPath
 				j.NoJail, j.NoCgroup = mode.noJail, mode.noCgrp
 				if !mode.noCgrp {
 					j.CPUPercent, j.MemoryMB, j.PidsMax = 20, 20, 64
+				}
+				if mode.asTjobs {
+					// As tjobs: the workspace is made for the job, and
+					// removed after it; both are in the time taken.
+					if err := os.Mkdir(ws, 0o755); err != nil {
+						b.Fatal(err)
+					}
+					if err := os.Chown(ws, 1_000_000_000, 1_000_000_000); err != nil {
+						b.Fatal(err)
+					}
+					j.ReadOnlyRoot, j.TmpDir = true, ws
+					j.UserNS = IDMap{HostID: 1_000_000_000, Size: 65536}
 				}
 				if st := <-j.Run(); st.Exit != 0 || st.Error != nil {
 					b.Fatalf("%v: %v", st, st.Error)
 				}
 				j.Close()
+				if mode.asTjobs {
+					os.RemoveAll(ws)
+				}
 			}
 		})
 	}
+}
+
+// benchInit is the tjob-init the benchmarks run as the jail's init:
+// $TJOB_BIN_DIR/tjob-init when there is one, as tjobs would, else the test
+// binary itself (the library's fallback, slower to start).
+func benchInit(b *testing.B) string {
+	if dir := os.Getenv("TJOB_BIN_DIR"); dir != "" {
+		if p := filepath.Join(dir, "tjob-init"); statOK(p) {
+			b.Logf("the jail's init: %s", p)
+			return p
+		}
+	}
+	b.Log("the jail's init: this test binary re-executed (set TJOB_BIN_DIR to a directory with tjob-init for the init tjobs runs)")
+	return ""
 }
 
 // BenchmarkJailMemory reports the resident memory of the jail's init, which
@@ -92,4 +126,9 @@ func rssKiB(pid int) (int, error) {
 		}
 	}
 	return 0, os.ErrNotExist
+}
+
+func statOK(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -100,6 +100,8 @@ mkdir -p "$WORK/bin"
 (cd service && "$GO" build -o "$WORK/bin/tjobs" ./tjobs)
 (cd cli && "$GO" build -o "$WORK/bin/tjob" ./tjob)
 (cd bench && "$GO" build -o "$WORK/bin/tjobbench" . && "$GO" build -o "$WORK/bin/noop" ./noop)
+# The jail's init, beside the harness and tjobs, where the library finds it.
+CGO_ENABLED=0 "$GO" build -o "$WORK/bin/tjob-init" ./cmd/tjob-init
 "$WORK/bin/tjobs" certs -dir "$WORK/certs" >/dev/null
 
 # --- run -----------------------------------------------------------------

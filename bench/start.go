@@ -18,8 +18,11 @@ import (
 )
 
 const startIntro = "Wall time to run `/bin/true` to its end, measured in the harness process. " +
-	"The exec-based rows time `os/exec` Start to Wait; the tjob row times `Job.Run` to the final Status on its channel " +
-	"(the library in-process, spool in the same scratch directory). All of them run round-robin, after 3 warm-up runs each. " +
+	"The exec-based rows time `os/exec` Start to Wait; the tjob rows time `Job.Run` to the final Status on its channel " +
+	"(the library in-process, spool in the same scratch directory, its init the `tjob-init` built beside the harness). " +
+	"The row with targets runs the job as tjobs runs every job: in a user namespace of its own (65,536 IDs from host ID 1,000,000,000), " +
+	"its seccomp filter and dropped capabilities, a read-only root and a workspace of its own as `/tmp`, with the limits below. " +
+	"All of them run round-robin, after 3 warm-up runs each. " +
 	"Limits, for tjob and runc alike, are the RFD's: CPU 20% of one CPU, memory 20 MiB (swap off where accounted), " +
 	"20 MiB/s read and write on the root disk, 1024 pids.\n\n" +
 	"Where a jailed start with limits goes is measured by the library's own benchmarks: " +
@@ -67,14 +70,16 @@ type startVariants struct {
 	exec, unshare, bwrap, runc *variant
 	// Go programs that exit at once: what the start of a jail's init, a Go
 	// program too, costs.
-	noop, self, tjobs *variant
-	// A tjob job with limits in its jail: the figure with targets.
-	job *variant
+	noop, self, init *variant
+	// A tjob job as tjobs runs it: the figure with targets; and one in the
+	// library's default jail, with no user namespace (one Go program fewer
+	// to start: see jobinit's spawner).
+	job, jobNoUserNS *variant
 }
 
 // all lists the variants in the report's order.
 func (vs *startVariants) all() []*variant {
-	return []*variant{vs.exec, vs.unshare, vs.bwrap, vs.runc, vs.noop, vs.self, vs.tjobs, vs.job}
+	return []*variant{vs.exec, vs.unshare, vs.bwrap, vs.runc, vs.noop, vs.self, vs.init, vs.jobNoUserNS, vs.job}
 }
 
 func (e *env) startVariants(spool string) *startVariants {
@@ -86,8 +91,13 @@ func (e *env) startVariants(spool string) *startVariants {
 		noop:    execVariant("for reference: os/exec of an empty Go program (bench/noop): a Go runtime start alone", e.noop),
 		self: execVariant("for reference: os/exec of this harness binary, exiting at once (`gen -size 0`): a Go runtime start with all its packages' initialization "+
 			"(the library's jail init, this binary, stops in the tjob package's init: it pays at most this)", e.self, "gen", "-size", "0"),
-		tjobs: execVariant("for reference: os/exec of tjobs, exiting at once (`tjobs -h`): what its jail init pays", e.tjobs, "-h"),
-		job:   &variant{name: "tjob job, limits + jail (library: Run → final Status)", run: func() (time.Duration, error) { return startJob(spool) }},
+		init: execVariant("for reference: os/exec of tjob-init, exiting at once (run by hand, it says it is not for that): a Go runtime start, "+
+			"which a job pays once, and twice in a user namespace (the spawner, then the init)", e.initBin()),
+		jobNoUserNS: &variant{name: "tjob job, limits + the library's default jail, no user namespace", run: func() (time.Duration, error) { return startJob(spool, false) }},
+		job:         &variant{name: "tjob job as tjobs runs it: limits, user namespace, read-only root, workspace (library: Run → final Status)", run: func() (time.Duration, error) { return startJob(spool, true) }},
+	}
+	if e.initBin() == "" {
+		vs.init.skip = "no tjob-init beside the harness"
 	}
 	if e.noop == "" {
 		vs.noop.skip = "no -noop binary"
@@ -102,6 +112,7 @@ func (e *env) startVariants(spool string) *startVariants {
 	}
 	if !e.root {
 		vs.job.skip = "needs root (namespaces and cgroups)"
+		vs.jobNoUserNS.skip = vs.job.skip
 	}
 	vs.runc.run, vs.runc.skip = e.runcVariant()
 	return vs
@@ -112,11 +123,24 @@ func execVariant(name, path string, args ...string) *variant {
 }
 
 // startJob runs /bin/true as a tjob job with the RFD's limits, in its jail,
-// and returns the time from Run to the final Status.
-func startJob(spool string) (time.Duration, error) {
+// and returns the time from Run to the final Status. As tjobs, it adds a
+// user namespace, a read-only root and a workspace; the workspace is made
+// before and removed after the time taken, as tjobs does around Run.
+func startJob(spool string, asTjobs bool) (time.Duration, error) {
 	j := tjob.NewJob("/bin/true")
 	limit(j)
 	j.SpoolDir = spool
+	if asTjobs {
+		ws, err := os.MkdirTemp(filepath.Dir(spool), "workspace-")
+		if err != nil {
+			return 0, err
+		}
+		defer os.RemoveAll(ws)
+		if err := os.Chown(ws, int(tjobsUserNS.HostID), int(tjobsUserNS.HostID)); err != nil {
+			return 0, err
+		}
+		j.ReadOnlyRoot, j.TmpDir, j.UserNS = true, ws, tjobsUserNS
+	}
 	t0 := time.Now()
 	st := <-j.Run()
 	d := time.Since(t0)
@@ -125,6 +149,23 @@ func startJob(spool string) (time.Duration, error) {
 		return d, fmt.Errorf("tjob job: exit %d: %v", st.Exit, st.Error)
 	}
 	return d, nil
+}
+
+// tjobsUserNS is the first block of IDs tjobs gives its jobs by default.
+var tjobsUserNS = tjob.IDMap{HostID: 1_000_000_000, Size: 65536}
+
+// initBin is the tjob-init beside the harness, which the library runs as
+// the jail's init; "" when there is none.
+func (e *env) initBin() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(filepath.Dir(exe), "tjob-init")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
 }
 
 func sectionStart(ctx context.Context, e *env, s *section) error {
@@ -154,7 +195,7 @@ func (e *env) profileStarts(ctx context.Context, s *section, spool string) {
 		"and the command it forks, until that execs)"
 	e.addProfile(ctx, s, "start", title, []string{"-p", strconv.Itoa(os.Getpid())}, func() error {
 		for range 40 {
-			if _, err := startJob(spool); err != nil {
+			if _, err := startJob(spool, true); err != nil {
 				return err
 			}
 		}

@@ -49,9 +49,10 @@ fi
 command -v go >/dev/null || fail "go is not installed"
 echo "ok: ping, go"
 
-say "Build the server (tjobs) and the CLI (tjob) into bin/"
+say "Build the server (tjobs), the jail's init it runs (tjob-init) and the CLI (tjob) into bin/"
 mkdir -p bin
 step go build -C service -o ../bin/tjobs ./tjobs
+step env CGO_ENABLED=0 go build -o bin/tjob-init ./cmd/tjob-init
 step go build -C cli -o ../bin/tjob ./tjob
 export PATH=$PWD/bin:$PATH
 
@@ -116,7 +117,7 @@ err=$(tjob logs -cert .tjob/bob.crt -key .tjob/bob.key "$hello" 2>&1) || rc=$?
 printf '%s\n' "$err"
 [ "$rc" = 1 ] && grep -q "no such job" <<<"$err" || fail "bob read cli's job (exit $rc)"
 
-say "Shut the server down: it stops every job and removes their output"
+say "Shut the server down: it stops every job and keeps their records and output for its next start"
 show "kill -TERM %tjobs; wait"
 kill -TERM "$SERVER"
 rc=0

@@ -134,8 +134,8 @@ var cmdRm = &command{
 	args:    "JOB [JOB...]",
 	summary: "remove ended jobs: their records, output and workspaces",
 	help: `Removes each JOB that has ended: the server forgets it, its output and its
-workspace. A running job is refused unless -f, which stops it first (as
-stop). Prints each removed job's ID. Exits 1 when a job could not be
+workspace. A running job is refused unless -f, which kills it first
+(SIGKILL, as docker rm -f). Prints each removed job's ID. Exits 1 when a job could not be
 removed (a line on stderr names it).
 
 Options:

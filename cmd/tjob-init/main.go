@@ -7,7 +7,8 @@
 // re-executing its own program when it finds it: Job.InitPath, or a
 // tjob-init beside the running program. It is not for people to run.
 //
-// Build it static, as the Makefile does: CGO_ENABLED=0 go build ./cmd/tjob-init
+// Build it static and put it beside tjobs, as hack/demo.sh does:
+// CGO_ENABLED=0 go build -o bin/tjob-init ./cmd/tjob-init
 package main
 
 import (

@@ -53,7 +53,9 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 	j.SpoolDir = s.state.spool()
 	j.KeepOutput = true
 	j.MaxOutput = s.cfg.MaxOutput
-	j.MaskPaths = s.cfg.MaskPaths
+	// The state directory holds every job's record and workspace: the
+	// job's own is its /tmp, the others are none of its business.
+	j.MaskPaths = append(slices.Clip(s.cfg.MaskPaths), s.cfg.StateDir)
 	j.IODevices = s.cfg.IODevices
 	if s.idBlocks != nil {
 		ids, ok := s.idBlocks.take()

@@ -8,12 +8,14 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/neildo/tjob"
 	tjobv1 "github.com/neildo/tjob/service/proto/tjob/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -470,5 +472,29 @@ func TestStopGraceZero(t *testing.T) {
 	}
 	if out, err := logs(ctxT(t), c, id, false); err != nil || string(out) != "up\n" {
 		t.Errorf("output %q (%v): the job had a SIGTERM", out, err)
+	}
+}
+
+// TestStateDirHidden: a job sees nothing of the state directory, where the
+// other jobs' records, outputs and workspaces are, whatever its user.
+func TestStateDirHidden(t *testing.T) {
+	cfg := testConfig()
+	cfg.StateDir = testState(t)
+	cfg.UserNS = tjob.IDMap{} // root, whom no file mode stops
+	ts := startServer(t, cfg)
+	c := ts.client(t, "alice")
+	other := run(t, c, "sh", "-c", "echo secret > /tmp/mine; sleep 1000")
+	waitLogs(t, c, other, "")
+	for _, d := range []string{cfg.StateDir, filepath.Join(cfg.StateDir, workDir), filepath.Join(cfg.StateDir, jobsDir)} {
+		id := run(t, c, "sh", "-c", "ls -A "+d+"; cat "+filepath.Join(cfg.StateDir, workDir, other, "mine")+" 2>&1; echo x > /tmp/f && cat /tmp/f")
+		w, err := c.Wait(ctxT(t), &tjobv1.WaitRequest{JobId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := logs(ctxT(t), c, id, false)
+		listed := regexp.MustCompile(`(?m)^(jobs|work|spool|lock|` + other + `(\.json)?)$`).Find(out)
+		if strings.Contains(string(out), "secret") || listed != nil || !strings.HasSuffix(string(out), "\nx\n") {
+			t.Errorf("a job looking into %s: exit %d, output %q", d, w.GetStatus().GetExit(), out)
+		}
 	}
 }

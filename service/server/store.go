@@ -144,14 +144,15 @@ func syncDir(dir string) error {
 
 // forget removes a job's record, output and workspace.
 func (d *stateDir) forget(id string, removeOutput func(dir, id string) error) error {
-	err := errors.Join(
+	// The record first: a crash after it leaves files with no record,
+	// which the next server removes, never a record without its output.
+	if err := os.Remove(d.recordFile(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return errors.Join(
 		os.RemoveAll(d.workspace(id)),
 		removeOutput(d.spool(), id),
 	)
-	if rerr := os.Remove(d.recordFile(id)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-		err = errors.Join(err, rerr)
-	}
-	return err
 }
 
 // load reads every record. A record that does not parse or whose checksum

@@ -2,7 +2,7 @@
 // with mutual TLS.
 //
 //	tjobs [-addr localhost:8080] [-ca .tjob/ca.crt] [-cert .tjob/svc.crt] [-key .tjob/svc.key] ...
-//	tjobs certs [-dir .tjob] [NAME...]
+//	tjobs certs [-dir .tjob] [-host NAME_OR_IP,...] [NAME...]
 //
 // Run `tjobs -h` and `tjobs certs -h` for the flags.
 package main
@@ -36,13 +36,14 @@ func main() {
 }
 
 const serveUsage = `Usage: tjobs [OPTIONS]
-       tjobs certs [-dir DIR] [NAME...]
+       tjobs certs [-dir DIR] [-host NAME_OR_IP,...] [NAME...]
 
 Serves the tjob API on ADDR with mutual TLS: clients need a certificate from
 the CA, and each sees only the jobs run with its certificate's common name.
 Every job runs in namespaces of its own with the limits below (0: no limit);
-the certificate directories and the spool directory are hidden from it, the
-host's other files are read-only to it, and it starts in a private /tmp.
+the certificate directories and the state directory are hidden from it, the
+host's other files are read-only to it, and it starts in its workspace, its
+/tmp.
 SIGTERM or SIGINT stops every job and exits; a second one exits at once.
 
 Start with certificates:  tjobs certs          (makes .tjob/)

@@ -5,11 +5,11 @@
 // default. The server requires a client certificate signed by its CA and
 // valid for client authentication (extended key usage clientAuth); a CA
 // certificate or a server certificate presented as a client is refused at
-// the handshake, as is one without a common name. The caller is the common
-// name (CN) of its certificate: every call sees and controls only the jobs
-// run with that CN. A failed authentication never reaches an RPC; in an
-// RPC the codes are those listed on each below, and:
-//   Unauthenticated   the certificate has no CN (belt and braces)
+// the handshake. The caller is the common name (CN) of its certificate:
+// every call sees and controls only the jobs run with that CN. A failed
+// handshake never reaches an RPC; in an RPC the codes are those listed on
+// each below, and:
+//   Unauthenticated   the certificate has no CN
 //   Unavailable       the server is shutting down
 //   Canceled, DeadlineExceeded   the client gave up
 //   Internal          the server failed in a way the client cannot fix

@@ -5,11 +5,11 @@
 // default. The server requires a client certificate signed by its CA and
 // valid for client authentication (extended key usage clientAuth); a CA
 // certificate or a server certificate presented as a client is refused at
-// the handshake, as is one without a common name. The caller is the common
-// name (CN) of its certificate: every call sees and controls only the jobs
-// run with that CN. A failed authentication never reaches an RPC; in an
-// RPC the codes are those listed on each below, and:
-//   Unauthenticated   the certificate has no CN (belt and braces)
+// the handshake. The caller is the common name (CN) of its certificate:
+// every call sees and controls only the jobs run with that CN. A failed
+// handshake never reaches an RPC; in an RPC the codes are those listed on
+// each below, and:
+//   Unauthenticated   the certificate has no CN
 //   Unavailable       the server is shutting down
 //   Canceled, DeadlineExceeded   the client gave up
 //   Internal          the server failed in a way the client cannot fix
@@ -69,8 +69,9 @@ type JobClient interface {
 	//	                   started.
 	//	ResourceExhausted  a quota of the server's is reached: the caller's
 	//	                   running jobs (-max-running), the disk kept for
-	//	                   outputs and workspaces (-max-disk). The message
-	//	                   names the quota and its value.
+	//	                   outputs and workspaces (-max-disk), the blocks of
+	//	                   user IDs (-userns-range); or the state directory's
+	//	                   disk is full. The message names what ran out.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
 	// Stop sends SIGTERM to every process of the job, SIGKILL to all it left
 	// after the grace period (the request's, else the job's), and returns when
@@ -212,8 +213,9 @@ type JobServer interface {
 	//	                   started.
 	//	ResourceExhausted  a quota of the server's is reached: the caller's
 	//	                   running jobs (-max-running), the disk kept for
-	//	                   outputs and workspaces (-max-disk). The message
-	//	                   names the quota and its value.
+	//	                   outputs and workspaces (-max-disk), the blocks of
+	//	                   user IDs (-userns-range); or the state directory's
+	//	                   disk is full. The message names what ran out.
 	Run(context.Context, *RunRequest) (*RunResponse, error)
 	// Stop sends SIGTERM to every process of the job, SIGKILL to all it left
 	// after the grace period (the request's, else the job's), and returns when
