@@ -4,7 +4,7 @@ MODULES := . service cli
 # The fuzz targets run briefly on every `make test`.
 FUZZTIME ?= 10s
 
-.PHONY: test lint hosttest fuzz soak vmtest demo bench
+.PHONY: test lint hosttest fuzz soak vmtest vmbench demo bench
 
 # Every test this machine can run: checks, the host's tests (cgroup v1 or v2,
 # whichever the host has), then the same tests on cgroup v2 inside a VM when
@@ -36,10 +36,15 @@ fuzz:
 # The long reliability run: more clients, jobs and disconnects. CI runs it once.
 soak:
 	cd service && TJOB_SOAK=1 $(GO) test -race -count=1 -timeout 20m -run '^TestReliability' ./server
-	cd cli && TJOB_SOAK=1 $(GO) test -race -count=1 -timeout 20m -run '^TestReliability' ./e2e
+	cd cli && TJOB_SOAK=1 $(GO) test -race -count=1 -timeout 45m -run '^TestReliability' ./e2e
 
 vmtest:
 	bash test/vm/run.sh
+
+# The library's start benchmark on cgroup v2, in the VM, next to unshare
+# and bwrap in the same guest (make bench runs it too).
+vmbench:
+	VMTEST_PKGS=. VMTEST_RUN='^$$' VMTEST_BENCH='^BenchmarkStart$$' bash test/vm/run.sh
 
 demo:
 	bash hack/demo.sh

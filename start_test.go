@@ -12,8 +12,10 @@ import (
 )
 
 // BenchmarkStart measures the start latency of /bin/true, from Run to the
-// final Status, with and without the jail and a cgroup, next to a plain
-// os/exec and unshare(1) with the same namespaces, in the same run.
+// final Status, with and without the jail and a cgroup, and as tjobs runs
+// a job (as-tjobs: a user namespace, a read-only root, a workspace), next
+// to a plain os/exec, unshare(1) with the same namespaces and bwrap, in
+// the same run. make vmbench runs it on cgroup v2.
 func BenchmarkStart(b *testing.B) {
 	requireRoot(b)
 	b.Run("exec", func(b *testing.B) {
@@ -29,6 +31,16 @@ func BenchmarkStart(b *testing.B) {
 		}
 		for i := 0; i < b.N; i++ {
 			if out, err := exec.Command("unshare", "-pfmnui", "--mount-proc", "/bin/true").CombinedOutput(); err != nil {
+				b.Fatalf("%v: %s", err, out)
+			}
+		}
+	})
+	b.Run("bwrap", func(b *testing.B) {
+		if _, err := exec.LookPath("bwrap"); err != nil {
+			b.Skip("bwrap is not installed (bubblewrap)")
+		}
+		for i := 0; i < b.N; i++ {
+			if out, err := exec.Command("bwrap", "--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "/bin/true").CombinedOutput(); err != nil {
 				b.Fatalf("%v: %s", err, out)
 			}
 		}

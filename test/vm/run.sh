@@ -13,6 +13,10 @@
 #   VMTEST_TEST_TIMEOUT=5m       -test.timeout of each test binary
 #   VMTEST_TIMEOUT=600           seconds before the guest is killed
 #   VMTEST_SELFCHECK_BREAK=1     the selftest sets a useless io.max: must fail
+#   VMTEST_BENCH=regexp          passed as -test.bench (with VMTEST_RUN='^$'
+#                                to run benchmarks only); bwrap, when the
+#                                host has it, is copied in with its libraries
+#   VMTEST_BENCHTIME=20x         -test.benchtime of the benchmarks
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -149,11 +153,21 @@ if [ -n "$bins" ] && compgen -G "$REPO/cli/tjob/*.go" >/dev/null; then
 	(cd "$REPO/cli" && go build -o "$R/vmtest/bin/tjob" ./tjob) || die "cannot build tjob"
 fi
 
+# Benchmarks compare with bubblewrap: the host's binary and its libraries.
+if [ -n "${VMTEST_BENCH:-}" ] && command -v bwrap >/dev/null; then
+	bwrap_bin=$(command -v bwrap)
+	for f in "$bwrap_bin" $(ldd "$bwrap_bin" | grep -o '/[^ ]*'); do
+		mkdir -p "$R$(dirname "$f")"
+		cp -L "$f" "$R$f"
+	done
+fi
+
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # quote for the guest's sh
 cat >"$R/vmtest/env" <<EOF
 export TJOB_REQUIRE_CGROUP=v2 TJOB_TEST_BLOCKDIR=/mnt/disk TJOB_BIN_DIR=/vmtest/bin TJOB_PROBE=/vmtest/bin/tjob-probe
 export VMTEST_RUN=$(q "${VMTEST_RUN:-}") VMTEST_SKIP=$(q "${VMTEST_SKIP:-}")
 export VMTEST_TEST_TIMEOUT=$(q "$TEST_TIMEOUT")
+export VMTEST_BENCH=$(q "${VMTEST_BENCH:-}") VMTEST_BENCHTIME=$(q "${VMTEST_BENCHTIME:-20x}")
 export VMTEST_SELFCHECK_BREAK=$(q "${VMTEST_SELFCHECK_BREAK:-}")
 EOF
 
