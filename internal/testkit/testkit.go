@@ -236,3 +236,27 @@ func HostKey(desc string) string {
 	unix.KeyctlInt(unix.KEYCTL_UNLINK, id, ring, 0, 0)
 	return string(buf[:min(n, len(buf))])
 }
+
+// KeptCaps are the capabilities a job keeps: Docker's default set less
+// CAP_MKNOD, as /proc/PID/status prints them.
+const KeptCaps = "00000000a00425fb"
+
+// WantProbeRefused fails t for each probe result in names that is missing
+// or says the attack worked; and where the probe found an init thread with
+// more than KeptCaps, or without no_new_privs, or a key planted in root's
+// keyring with planted as its description.
+func WantProbeRefused(t testing.TB, got map[string]string, planted string, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if v := got[name]; v == "" || strings.HasPrefix(v, "ok") {
+			t.Errorf("%s: %q, want it refused", name, v)
+		}
+	}
+	if v := HostKey(planted); v != "" {
+		t.Errorf("the job planted a key in root's keyring: %q", v)
+	}
+	if got["init threads CapEff"] != KeptCaps || got["init threads NoNewPrivs"] != "1" {
+		t.Errorf("the init's threads: CapEff %q, NoNewPrivs %q; want %s and 1 on every one",
+			got["init threads CapEff"], got["init threads NoNewPrivs"], KeptCaps)
+	}
+}

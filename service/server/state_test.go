@@ -31,14 +31,25 @@ func testState(t testing.TB) string {
 	return filepath.Join(jobVisibleDir(t), "state")
 }
 
+// stateConfig is testConfig with a state directory of the test's own.
+func stateConfig(t testing.TB) Config {
+	cfg := testConfig()
+	cfg.StateDir = testState(t)
+	return cfg
+}
+
+// startAs starts a server with cfg and a client of it as user.
+func startAs(t testing.TB, cfg Config, user string) (*testServer, tjobv1.JobClient) {
+	ts := startServer(t, cfg)
+	return ts, ts.client(t, user)
+}
+
 // TestStateDirHasOneOwner: a second server on the same state directory is
 // refused before it touches anything, naming the directory and the first
 // server's pid, and the first one's jobs and output are intact.
 func TestStateDirHasOneOwner(t *testing.T) {
-	cfg := testConfig()
-	cfg.StateDir = testState(t)
-	ts := startServer(t, cfg)
-	c := ts.client(t, "alice")
+	cfg := stateConfig(t)
+	_, c := startAs(t, cfg, "alice")
 	id := run(t, c, "echo", "kept")
 	wait(t, c, id)
 
@@ -58,10 +69,8 @@ func TestStateDirHasOneOwner(t *testing.T) {
 // directory lists the jobs, ended as they ended (a running one stopped by
 // the shutdown), and gives their output as written.
 func TestRestartKeepsHistory(t *testing.T) {
-	cfg := testConfig()
-	cfg.StateDir = testState(t)
-	ts := startServer(t, cfg)
-	c := ts.client(t, "alice")
+	cfg := stateConfig(t)
+	ts, c := startAs(t, cfg, "alice")
 	done := run(t, c, "sh", "-c", "seq 1 500; exit 3")
 	wait(t, c, done)
 	running := run(t, c, "sh", "-c", "echo started; exec sleep 1000")
@@ -96,10 +105,8 @@ func TestRestartKeepsHistory(t *testing.T) {
 // TestDamagedRecordSkipped: a record damaged by hand, and one cut short, are
 // skipped with a log line each; the others are loaded.
 func TestDamagedRecordSkipped(t *testing.T) {
-	cfg := testConfig()
-	cfg.StateDir = testState(t)
-	ts := startServer(t, cfg)
-	c := ts.client(t, "alice")
+	cfg := stateConfig(t)
+	ts, c := startAs(t, cfg, "alice")
 	var ids []string
 	for range 3 {
 		id := run(t, c, "true")
@@ -136,10 +143,8 @@ func TestDamagedRecordSkipped(t *testing.T) {
 // stopped and removed; a removed job answers NotFound, and its record,
 // output and workspace are gone.
 func TestRemove(t *testing.T) {
-	cfg := testConfig()
-	cfg.StateDir = testState(t)
-	ts := startServer(t, cfg)
-	c := ts.client(t, "alice")
+	cfg := stateConfig(t)
+	_, c := startAs(t, cfg, "alice")
 	id := run(t, c, "sh", "-c", "echo x > /tmp/file; exec sleep 1000")
 	waitLogs(t, c, id, "")
 	_, err := c.Remove(ctxT(t), &tjobv1.RemoveRequest{JobId: id})
@@ -160,10 +165,8 @@ func TestRemove(t *testing.T) {
 // TestAutoRemove: a job run with remove is removed once it has ended and
 // the client waiting for it has its status.
 func TestAutoRemove(t *testing.T) {
-	cfg := testConfig()
-	cfg.StateDir = testState(t)
-	ts := startServer(t, cfg)
-	c := ts.client(t, "alice")
+	cfg := stateConfig(t)
+	_, c := startAs(t, cfg, "alice")
 	resp, err := c.Run(ctxT(t), &tjobv1.RunRequest{Path: "sh", Args: []string{"-c", "sleep 0.3; exit 4"}, Remove: true})
 	if err != nil {
 		t.Fatal(err)
@@ -184,8 +187,7 @@ func TestAutoRemove(t *testing.T) {
 // TestRetention: the oldest ended jobs past -retain are removed, per user;
 // and those older than -retain-for.
 func TestRetention(t *testing.T) {
-	cfg := testConfig()
-	cfg.StateDir = testState(t)
+	cfg := stateConfig(t)
 	cfg.Retain = 2
 	ts := startServer(t, cfg)
 	c, b := ts.client(t, "alice"), ts.client(t, "bob")
@@ -223,12 +225,10 @@ func TestRetention(t *testing.T) {
 // TestQuotas: each quota refuses with ResourceExhausted naming itself, and
 // the output cap cuts a job's output without stopping it.
 func TestQuotas(t *testing.T) {
-	cfg := testConfig()
-	cfg.StateDir = testState(t)
+	cfg := stateConfig(t)
 	cfg.MaxRunning = 2
 	cfg.MaxOutput = 1 << 20
-	ts := startServer(t, cfg)
-	c := ts.client(t, "alice")
+	ts, c := startAs(t, cfg, "alice")
 
 	yes := run(t, c, "yes")
 	run(t, c, "sleep", "1000")
@@ -312,8 +312,7 @@ func TestStatusPages(t *testing.T) {
 	if scaledDown() {
 		n = 2_000
 	}
-	cfg := testConfig()
-	cfg.StateDir = testState(t)
+	cfg := stateConfig(t)
 	state, err := openState(cfg.StateDir)
 	if err != nil {
 		t.Fatal(err)
@@ -395,10 +394,8 @@ func allJobs(t testing.TB, c tjobv1.JobClient) []*tjobv1.Status {
 func TestAutoRemoveRace(t *testing.T) {
 	defer func(d time.Duration) { unclaimedFor = d }(unclaimedFor)
 	unclaimedFor = 2 * time.Second
-	cfg := testConfig()
-	cfg.StateDir = testState(t)
-	ts := startServer(t, cfg)
-	c := ts.client(t, "alice")
+	cfg := stateConfig(t)
+	_, c := startAs(t, cfg, "alice")
 	runEnded := func(remove bool) string {
 		t.Helper()
 		resp, err := c.Run(ctxT(t), &tjobv1.RunRequest{Path: "sh", Args: []string{"-c", "echo out; exit 3"}, Remove: remove})
@@ -455,10 +452,8 @@ func TestAutoRemoveRace(t *testing.T) {
 // TestStopGraceZero: a Stop with a zero grace period kills the job at once,
 // with no SIGTERM, though its own grace is an hour.
 func TestStopGraceZero(t *testing.T) {
-	cfg := testConfig()
-	cfg.StateDir = testState(t)
-	ts := startServer(t, cfg)
-	c := ts.client(t, "alice")
+	cfg := stateConfig(t)
+	_, c := startAs(t, cfg, "alice")
 	resp, err := c.Run(ctxT(t), &tjobv1.RunRequest{Path: "sh", Args: []string{"-c", "trap 'echo TERM' TERM; echo up; while :; do sleep 0.1; done"},
 		GracePeriod: durationpb.New(time.Hour)})
 	if err != nil {
@@ -478,11 +473,9 @@ func TestStopGraceZero(t *testing.T) {
 // TestStateDirHidden: a job sees nothing of the state directory, where the
 // other jobs' records, outputs and workspaces are, whatever its user.
 func TestStateDirHidden(t *testing.T) {
-	cfg := testConfig()
-	cfg.StateDir = testState(t)
+	cfg := stateConfig(t)
 	cfg.UserNS = tjob.IDMap{} // root, whom no file mode stops
-	ts := startServer(t, cfg)
-	c := ts.client(t, "alice")
+	_, c := startAs(t, cfg, "alice")
 	other := run(t, c, "sh", "-c", "echo secret > /tmp/mine; sleep 1000")
 	waitLogs(t, c, other, "")
 	for _, d := range []string{cfg.StateDir, filepath.Join(cfg.StateDir, workDir), filepath.Join(cfg.StateDir, jobsDir)} {
