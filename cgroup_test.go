@@ -344,7 +344,12 @@ func TestCgroupPidsMaxForkBomb(t *testing.T) {
 	peak := 0
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
-		n, err := strconv.Atoi(readFile(t, filepath.Join(pidsDir, "pids.current")))
+		b, err := os.ReadFile(filepath.Join(pidsDir, "pids.current"))
+		if err != nil {
+			st := j.Status()
+			t.Fatalf("the job ended under the fork bomb: %v (exit %d, signal %v, error %v); output:\n%s", err, st.Exit, st.Signal, st.Error, strings.Join(st.Lines, "\n"))
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
 		if err != nil {
 			t.Fatal(err)
 		}

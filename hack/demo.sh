@@ -3,7 +3,7 @@
 #
 # Installs what a bare Debian machine lacks, builds tjobs and tjob into bin/,
 # makes certificates for the users "cli" and "bob" in .tjob/ (kept when they
-# exist), starts tjobs, walks through RFD 1's examples, shows that bob cannot
+# exist), starts tjobs, walks through the design RFD's examples, shows that bob cannot
 # see cli's jobs, and shuts the server down. Exits non-zero if a step does
 # not do what it should.
 #

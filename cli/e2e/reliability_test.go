@@ -1,6 +1,6 @@
 package e2e
 
-// The reliability and security suite end to end (issue 9): the real tjobs
+// The reliability and security suite end to end: the real tjobs
 // and tjob binaries, clients that misbehave, a server killed with SIGKILL,
 // many clients at once, and attacks from certificates and from inside a
 // job. Every case logs one line,

@@ -1,6 +1,6 @@
 package e2e
 
-// Security end to end (issue 9): certificates a client should not get in
+// Security end to end: certificates a client should not get in
 // with, users who must not see each other's jobs, and what a job can reach
 // from inside its jail, run through the real tjobs.
 
