@@ -117,47 +117,9 @@ wait "$BENCH_PID" || rc=$?
 BENCH_PID=
 
 # --- cgroup v2, in the VM ---------------------------------------------------
-# The library's start benchmark in the VM of make vmtest, where cgroup v2
-# lets a job be born in its cgroup; unshare (busybox's) and bwrap run in
-# the same guest. Emulated CPUs (TCG): compare the ratios, not the times.
-vm_section() {
-	echo
-	echo "## Start latency on cgroup v2 (make vmbench)"
-	echo
-	echo "\`BenchmarkStart\` (start_test.go) in the VM of \`make vmtest\`: Debian's cloud kernel on cgroup v2, 2 emulated CPUs (qemu TCG, several times slower than the host), /bin/true each time, the jail's init the \`tjob-init\` tjobs runs. \`as-tjobs\` is the target row: a user namespace, a read-only root, a workspace and limits, with \`clone3(CLONE_INTO_CGROUP)\`."
-	echo
-	if [ "$(id -u)" -ne 0 ] || ! command -v qemu-system-x86_64 >/dev/null; then
-		echo "Not measured here: needs root and qemu-system-x86_64 (apt-get install qemu-system-x86; .ci/run installs it)."
-		return
-	fi
-	local out
-	if ! out=$(VMTEST_PKGS=. VMTEST_RUN='^$' VMTEST_BENCH='^BenchmarkStart$' bash test/vm/run.sh 2>&1); then
-		echo "The VM run failed; its last lines:"
-		echo
-		echo '```'
-		tail -15 <<<"$out" | tr -d '\r'
-		echo '```'
-		return
-	fi
-	echo "| start of /bin/true | N | ms per start | ratio to unshare | ratio to bwrap |"
-	echo "| --- | --- | --- | --- | --- |"
-	tr -d '\r' <<<"$out" | awk '
-		/^BenchmarkStart\// && $4 == "ns/op" {
-			name = $1; sub(/^BenchmarkStart\//, "", name); sub(/-[0-9]+$/, "", name)
-			n[++k] = name; runs[name] = $2; ms[name] = $3 / 1e6
-		}
-		END {
-			for (i = 1; i <= k; i++) {
-				m = n[i]
-				u = ("unshare" in ms) ? sprintf("%.2f×", ms[m] / ms["unshare"]) : "—"
-				b = ("bwrap" in ms) ? sprintf("%.2f×", ms[m] / ms["bwrap"]) : "—"
-				printf "| %s | %d | %.2f | %s | %s |\n", m, runs[m], ms[m], u, b
-			}
-		}'
-}
 if [ "$rc" -eq 0 ] && [ -z "${BENCH_NO_VM:-}" ]; then
 	log "the start benchmark on cgroup v2, in the VM (BENCH_NO_VM=1 skips it)"
-	vm_section >>"$OUT"
+	bash bench/vmstart.sh >>"$OUT"
 fi
 log "done in $(($(date +%s) - T0)) s: $OUT"
 exit "$rc"

@@ -85,9 +85,15 @@ func startMany(ctx context.Context, s *section, c *client, jobs int) []string {
 	}
 	s.add(single(&row{what: fmt.Sprintf("jobs running after %d Run calls", jobs), unit: "jobs", anchor: fmt.Sprintf("%d asked", jobs),
 		ratio: pct(float64(running) / float64(jobs)), target: "all start", met: yesNo(running == jobs && failed == 0)}, float64(running)))
+	// The target: twice as fast as the 5.3 s measured before the jail was
+	// hardened (no user namespace, no seccomp, no workspace, no records).
+	const before = 5.3
 	s.add(single(&row{what: fmt.Sprintf("time to start %d jobs (16 concurrent Run calls)", jobs), unit: "s",
-		anchor: "per job", ratio: fmt.Sprintf("%.2f ms per job", ms(startAll)/float64(max(len(started), 1)))}, startAll.Seconds()))
-	s.add(fromStats(&row{what: "Run RPC latency during the ramp (16 in flight)", unit: "ms"}, summarize(startLat), "p10–p90"))
+		anchor: fmt.Sprintf("%.1f s before the hardening", before), ratio: fmt.Sprintf("%.2f ms per job; %s", ms(startAll)/float64(max(len(started), 1)), ratioX(startAll.Seconds()/before)),
+		target: "≤ 2.65 s (2× faster)", met: yesNo(len(started) == jobs && startAll.Seconds() <= before/2)}, startAll.Seconds()))
+	ramp := summarize(startLat)
+	s.add(fromStats(&row{what: "Run RPC latency during the ramp (16 in flight)", unit: "ms"}, ramp, "p10–p90"))
+	s.add(single(&row{what: "Run RPC latency during the ramp: p99", unit: "ms"}, ramp.p99))
 	return started
 }
 

@@ -36,9 +36,11 @@ type tjobsServer struct {
 }
 
 // startServer starts tjobs on a free loopback port with the RFD's default
-// limits (its own defaults) and waits until it listens.
+// limits (its own defaults) and waits until it listens. Its quotas are
+// off: the benchmarks run GiBs of output and a thousand jobs at once.
 func (e *env) startServer(ctx context.Context, name string, environ ...string) (*tjobsServer, error) {
-	spool := filepath.Join(e.work, "spool-"+name)
+	state := filepath.Join(e.work, "state-"+name)
+	spool := filepath.Join(state, "spool") // where tjobs keeps the outputs
 	logf, err := os.Create(filepath.Join(e.work, "tjobs-"+name+".log"))
 	if err != nil {
 		return nil, err
@@ -51,7 +53,7 @@ func (e *env) startServer(ctx context.Context, name string, environ ...string) (
 	cmd := exec.Command(e.tjobs,
 		"-addr", "127.0.0.1:0",
 		"-ca", e.cert("ca.crt"), "-cert", e.cert("svc.crt"), "-key", e.cert("svc.key"),
-		"-spool", spool)
+		"-state", state, "-max-output", "0", "-max-disk", "0", "-max-running", "0")
 	cmd.Dir = e.work
 	cmd.Env = append(os.Environ(), environ...)
 	cmd.Stderr = pw

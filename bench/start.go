@@ -91,8 +91,8 @@ func (e *env) startVariants(spool string) *startVariants {
 		noop:    execVariant("for reference: os/exec of an empty Go program (bench/noop): a Go runtime start alone", e.noop),
 		self: execVariant("for reference: os/exec of this harness binary, exiting at once (`gen -size 0`): a Go runtime start with all its packages' initialization "+
 			"(the library's jail init, this binary, stops in the tjob package's init: it pays at most this)", e.self, "gen", "-size", "0"),
-		init: execVariant("for reference: os/exec of tjob-init, exiting at once (run by hand, it says it is not for that): a Go runtime start, "+
-			"which a job pays once, and twice in a user namespace (the spawner, then the init)", e.initBin()),
+		init: &variant{name: "for reference: os/exec of tjob-init, exiting at once (run by hand, it says it is not for that, exit 2): a Go runtime start, " +
+			"which a job pays once, and twice in a user namespace (the spawner, then the init)", run: func() (time.Duration, error) { return timedExit(2, e.initBin()) }},
 		jobNoUserNS: &variant{name: "tjob job, limits + the library's default jail, no user namespace", run: func() (time.Duration, error) { return startJob(spool, false) }},
 		job:         &variant{name: "tjob job as tjobs runs it: limits, user namespace, read-only root, workspace (library: Run → final Status)", run: func() (time.Duration, error) { return startJob(spool, true) }},
 	}
@@ -248,7 +248,13 @@ func addVariant(s *section, v, anchor *variant) {
 // startTargets adds the rows that hold the job's start to its targets:
 // at most twice unshare's, at least five times faster than runc.
 func startTargets(s *section, vs *startVariants) {
-	job, unshare, runc := vs.job.median(), vs.unshare.median(), vs.runc.median()
+	job, unshare, bwrap, runc := vs.job.median(), vs.unshare.median(), vs.bwrap.median(), vs.runc.median()
+	if math.IsNaN(bwrap) {
+		s.skipRow("tjob job vs bwrap", "no bwrap figure: "+vs.bwrap.skip)
+	} else {
+		s.add(fromStats(&row{what: "tjob job vs bwrap", unit: "ms", anchor: fmt.Sprintf("bwrap %.2f ms", bwrap),
+			ratio: ratioX(job/bwrap) + " of bwrap", target: "faster than bwrap", met: yesNo(job < bwrap)}, summarize(vs.job.xs), "p10–p90"))
+	}
 	if math.IsNaN(unshare) {
 		s.skipRow("tjob job vs unshare", "no unshare figure")
 	} else {
@@ -360,4 +366,17 @@ func statusLatency(ctx context.Context, e *env, s *section, c *client) error {
 	s.note("The Status anchor is the standard gRPC health Check on the same connection, called alternately with Status: the cost of gRPC, HTTP/2 and TLS " +
 		"on this machine with nothing of tjob in it. tjobs logs one line per RPC to its standard error (a file here) for both.")
 	return nil
+}
+
+// timedExit is the wall time of path run with no arguments, which must
+// exit with code.
+func timedExit(code int, path string) (time.Duration, error) {
+	cmd := exec.Command(path)
+	t0 := time.Now()
+	err := cmd.Run()
+	d := time.Since(t0)
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != code {
+		return d, fmt.Errorf("%s: want exit %d: %v", filepath.Base(path), code, err)
+	}
+	return d, nil
 }
