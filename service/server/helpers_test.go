@@ -295,3 +295,11 @@ func wantCode(t testing.TB, what string, err error, code codes.Code) {
 		t.Fatalf("%s: got %v (%v), want %v", what, got, err, code)
 	}
 }
+
+// openStreams is the server's own count of user's open Logs streams, which
+// its stream limit goes by.
+func (ts *testServer) openStreams(user string) int {
+	ts.srv.mu.Lock()
+	defer ts.srv.mu.Unlock()
+	return ts.srv.streams[user]
+}

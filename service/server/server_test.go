@@ -245,11 +245,7 @@ func TestFollowerLeaves(t *testing.T) {
 	ts := startServer(t, testConfig())
 	c := ts.client(t, "alice")
 	id := run(t, c, "sh", "-c", "while true; do echo tick; sleep 0.01; done")
-	// The connection is up and the job runs: what is left is the streams.
 	jobStatus(t, c, id)
-	time.Sleep(100 * time.Millisecond)
-	before := runtime.NumGoroutine()
-
 	for range 5 {
 		ctx, cancel := context.WithCancel(context.Background())
 		stream, err := c.Logs(ctx, &tjobv1.LogsRequest{JobId: id, Follow: true})
@@ -261,10 +257,11 @@ func TestFollowerLeaves(t *testing.T) {
 		}
 		cancel()
 	}
-	var after int
-	if !eventually(5*time.Second, func() bool { after = runtime.NumGoroutine(); return after <= before }) {
+	// The server's own count of open streams, which its stream limit
+	// goes by; the goroutines of a stream end with it.
+	if !eventually(5*time.Second, func() bool { return ts.openStreams("alice") == 0 }) {
 		buf := make([]byte, 1<<20)
-		t.Fatalf("goroutines: %d before, %d after the followers left\n%s", before, after, buf[:runtime.Stack(buf, true)])
+		t.Fatalf("%d streams still open after the followers left\n%s", ts.openStreams("alice"), buf[:runtime.Stack(buf, true)])
 	}
 	if !strings.Contains(ts.log.String(), "code=Canceled") {
 		t.Errorf("no canceled stream in the log:\n%s", ts.log.String())
@@ -400,7 +397,9 @@ func TestShutdown(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // the stream reaches the server
+	if !eventually(5*time.Second, func() bool { return ts.openStreams("alice") == 1 }) { // the stream reaches the server
+		t.Fatal("the Logs stream did not reach the server")
+	}
 
 	start := time.Now()
 	ts.shutdown()
