@@ -15,7 +15,7 @@ import (
 
 const memoryIntro = "A fresh tjobs for each run; a job writes 2 GiB (`dd if=/dev/zero bs=1M count=2048`) while 10 clients follow it (`Logs(follow)`, each on its own connection, " +
 	"reading as fast as they can). tjobs's VmHWM (peak RSS, reset with /proc/PID/clear_refs just before the job) and its VmRSS sampled every 20 ms. " +
-	"Then 5 `sleep` jobs: the RSS of each jail's init (the tjobs binary, started through a file descriptor as `tjob-init`, PID 1 of the job's namespaces), " +
+	"Then 5 `sleep` jobs: the RSS of each jail's init (the `tjob-init` beside tjobs, started through a file descriptor, PID 1 of the job's namespaces), " +
 	"next to the RSS of the `sleep` it runs. The library's own init, in a test binary, is measured by BenchmarkJailMemory (start_test.go)."
 
 // memRun is one run of the memory benchmark, on a fresh tjobs.
