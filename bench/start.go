@@ -28,7 +28,7 @@ const startIntro = "Wall time to run `/bin/true` to its end, measured in the har
 	"Where a jailed start with limits goes is measured by the library's own benchmarks: " +
 	"`go test -run '^$' -bench '^Benchmark(Start|CgroupV1)$' .` as root in the repository's root. " +
 	"BenchmarkStart (start_test.go) starts the same job without the jail or a cgroup (`job/plain`, the library's bare exec path), " +
-	"with either (`job/jail`, `job/cgroup`) and with both (`job/jail+cgroup`), next to os/exec and unshare; " +
+	"with either (`job/jail`, `job/cgroup`), with both (`job/jail+cgroup`) and as tjobs runs it (`job/as-tjobs`), next to os/exec, unshare and bwrap; " +
 	"BenchmarkCgroupV1 (cgroup_bench_test.go) times the kernel's part of a job's cgroups on cgroup v1, without tjob: " +
 	"making them, moving a process into them (which waits for an RCU grace period unless a hierarchy is mounted with `favordynmods`) and removing them."
 
