@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,4 +113,30 @@ func dirUsage(dir string) (files int, bytes int64) {
 		return nil
 	})
 	return files, bytes
+}
+
+// TestReliabilitySecondServer: a second tjobs started by mistake in the
+// same directory exits 1 at once with one line naming the state directory
+// and the first one's pid, and the first one's jobs and output are intact.
+func TestReliabilitySecondServer(t *testing.T) {
+	e := newEnv(t)
+	id := e.runJob(t, "sh", "-c", "seq 1 1000")
+	want := e.waitJob(t, id)
+	second := execTjobs(e.dir, "-addr", "127.0.0.1:0")
+	var stderr strings.Builder
+	second.Stderr = &stderr
+	err := second.Run()
+	line := strings.TrimSpace(stderr.String())
+	state, _ := filepath.Abs(filepath.Join(e.dir, ".tjob", "state"))
+	if second.ProcessState == nil || second.ProcessState.ExitCode() != 1 || strings.Count(line, "\n") != 0 ||
+		!strings.Contains(line, state) || !strings.Contains(line, fmt.Sprintf("pid %d", e.srv.Process.Pid)) {
+		t.Fatalf("a second tjobs in the same directory: %v, stderr %q; want exit 1 and one line naming %s and pid %d", err, line, state, e.srv.Process.Pid)
+	}
+	if got := e.ok(t, "logs", id); got != string(want) {
+		t.Errorf("the first server's job after the second one tried: output %d bytes, want %d", len(got), len(want))
+	}
+	if got := e.ok(t, "ps", "-a", "-q"); !strings.Contains(got, id) {
+		t.Errorf("ps -a -q after the second server tried: %q, want %s", got, id)
+	}
+	report(t, "bad input: a second tjobs in the same directory (real binaries)", "exit 1 at once: %q; the first's jobs and output intact", line)
 }
