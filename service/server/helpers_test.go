@@ -282,7 +282,14 @@ func wait(t testing.TB, c tjobv1.JobClient, id string) *tjobv1.Status {
 	if _, err := logs(ctxT(t), c, id, true); err != nil {
 		t.Fatalf("Logs -f %s: %v", id, err)
 	}
-	st := jobStatus(t, c, id)
+	// Wait returns once the server's record of the job is final, which
+	// retention and removal go by; the job's own state says exited a moment
+	// earlier.
+	w, err := c.Wait(ctxT(t), &tjobv1.WaitRequest{JobId: id})
+	if err != nil {
+		t.Fatalf("Wait %s: %v", id, err)
+	}
+	st := w.GetStatus()
 	if st.GetState() != tjobv1.State_STATE_EXITED {
 		t.Fatalf("job %s: state %v after its output ended", id, st.GetState())
 	}
