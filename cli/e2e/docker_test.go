@@ -416,7 +416,7 @@ func TestRm(t *testing.T) {
 	if !eventually(30*time.Second, func() bool { return !strings.Contains(e.ok(t, "ps", "-a", "-q"), auto) }) {
 		t.Fatalf("run --rm: the ended job is still listed")
 	}
-	// Attached, tjob removes the job itself, once it has its exit status.
+	// Attached, the server removes the job once tjob's Wait has its exit status.
 	r = e.tjob(t, "run", "-a", "--rm", "sh", "-c", "echo attached; exit 5")
 	if r.code != 5 || string(r.stdout) != "attached\n" || r.stderr != "" {
 		t.Fatalf("run -a --rm: %v", r)
