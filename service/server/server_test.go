@@ -341,11 +341,13 @@ func TestLogLines(t *testing.T) {
 	c := ts.client(t, "alice")
 	id := run(t, c, "true")
 	wait(t, c, id)
+	jobStatus(t, c, id)
 	c.Stop(ctxT(t), &tjobv1.StopRequest{JobId: "nope"})
 	log := ts.log.String()
 	for _, want := range []string{
 		" user=alice method=tjob.v1.Job/Run job=" + id + " code=OK dur=",
 		" user=alice method=tjob.v1.Job/Logs job=" + id + " code=OK dur=",
+		" user=alice method=tjob.v1.Job/Wait job=" + id + " code=OK dur=",
 		" user=alice method=tjob.v1.Job/Status job=" + id + " code=OK dur=",
 		` user=alice method=tjob.v1.Job/Stop job=nope code=NotFound dur=`,
 	} {
@@ -378,6 +380,7 @@ func TestShutdown(t *testing.T) {
 		run(t, b, "sh", "-c", "trap '' TERM; sleep "+marker2+"; sleep "+marker2),
 		run(t, c, "echo", "done"),
 	}
+	wait(t, c, ids[2]) // ended before the shutdown, which stops the other two
 	if !eventually(5*time.Second, func() bool { return len(processesWith(marker1)) > 0 && len(processesWith(marker2)) > 0 }) {
 		t.Fatal("the jobs' processes are not where the test looks")
 	}
