@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/neildo/tjob"
 )
 
 var (
@@ -188,14 +190,28 @@ func deviceOf(t *testing.T, dir string) string {
 
 // stop sends tjobs SIGTERM and waits for it.
 func (e *env) stop(t *testing.T) {
+	e.stopWithin(t, 20*time.Second)
+}
+
+// stopWithin sends tjobs SIGTERM, waits up to bound for it to exit and
+// returns how long it took. A server that does not exit is killed, and the
+// jobs it leaves are killed and their cgroups removed here, so that the
+// next test's server does not start by cleaning up after this one.
+func (e *env) stopWithin(t *testing.T, bound time.Duration) time.Duration {
+	start := time.Now()
 	e.srv.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-e.done:
-	case <-time.After(20 * time.Second):
-		e.srv.Process.Kill()
-		<-e.done
-		t.Errorf("tjobs did not exit on SIGTERM")
+		return time.Since(start)
+	case <-time.After(bound):
 	}
+	e.srv.Process.Kill()
+	<-e.done
+	t.Errorf("tjobs did not exit within %v of SIGTERM", bound)
+	if removed, err := tjob.CleanupStale(); err != nil {
+		t.Errorf("cleaning up after the killed tjobs (%d cgroups removed): %v", len(removed), err)
+	}
+	return time.Since(start)
 }
 
 type result struct {

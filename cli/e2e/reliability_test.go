@@ -694,16 +694,34 @@ func TestReliabilityManySleepers(t *testing.T) {
 			}
 		}
 	}
-	resp, err := c.Status(ctxT(t), &tjobv1.StatusRequest{})
-	if err != nil || len(resp.GetJobs()) != n {
-		t.Fatalf("Status: %d running jobs, %v; want %d", len(resp.GetJobs()), err, n)
+	// Status pages at most 1,000 jobs a reply; count every page.
+	running, pages := 0, 0
+	for tok := ""; ; pages++ {
+		resp, err := c.Status(ctxT(t), &tjobv1.StatusRequest{PageToken: tok})
+		if err != nil {
+			t.Fatalf("Status page %d: %v", pages, err)
+		}
+		running += len(resp.GetJobs())
+		if tok = resp.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	if running != n {
+		t.Fatalf("Status: %d running jobs in %d pages; want %d", running, pages+1, n)
 	}
 	if threads > maxThreads {
 		t.Errorf("tjobs has %d OS threads with %d jobs running, want at most %d", threads, n, maxThreads)
 	}
+	// Shutdown stops every job, and each end costs CPU (the init's exit,
+	// the cgroups' removal, the record's save): on this 2-CPU machine about
+	// 10 ms a job, so the bound grows with n.
+	shutdown := e.stopWithin(t, 20*time.Second+time.Duration(n)*50*time.Millisecond)
+	if left := testkit.CgroupsNamed(ids); len(left) > 0 {
+		t.Errorf("after shutdown %d job cgroups are left, such as %s", len(left), left[0])
+	}
 	report(t, fmt.Sprintf("load: %d sleep jobs at once", n),
-		"all ran (started in %.1fs, 16 Run calls in flight); tjobs had %d OS threads before and %d with them running (bound %d); each job is %d tasks: the init's threads and the command",
-		took.Seconds(), threads0, threads, maxThreads, tasks)
+		"all ran (started in %.1fs, 16 Run calls in flight); tjobs had %d OS threads before and %d with them running (bound %d); each job is %d tasks: the init's threads and the command; SIGTERM to tjobs stopped them all and it exited in %.1fs",
+		took.Seconds(), threads0, threads, maxThreads, tasks, shutdown.Seconds())
 }
 
 // inspect is one of cli's jobs' status, from the server.

@@ -66,7 +66,11 @@ func (s *Server) finalize(e *entry) {
 	}
 	s.mu.Unlock()
 	close(e.finalized)
-	s.retain(rec.Owner, time.Now())
+	// A shutdown keeps every record; the next server applies retention
+	// when it recovers them.
+	if !s.isClosing() {
+		s.retain(rec.Owner, time.Now())
+	}
 }
 
 // removeLater removes e, run with remove, unclaimedFor from now, unless a
@@ -155,6 +159,10 @@ func (s *Server) retain(user string, now time.Time) {
 			ended = append(ended, e)
 		}
 	}
+	if !s.overRetention(ended, now) {
+		s.mu.Unlock()
+		return
+	}
 	byAge(ended)
 	var gone []string
 	for i, e := range ended {
@@ -169,6 +177,22 @@ func (s *Server) retain(user string, now time.Time) {
 	for _, id := range gone {
 		s.forget(id)
 	}
+}
+
+// overRetention reports whether any of a user's ended jobs is past
+// retention, without sorting them: the common case at a job's end.
+func (s *Server) overRetention(ended []*entry, now time.Time) bool {
+	if s.cfg.Retain > 0 && len(ended) > s.cfg.Retain {
+		return true
+	}
+	if s.cfg.RetainFor > 0 {
+		for _, e := range ended {
+			if now.Sub(time.Unix(0, e.rec.Stopped)) > s.cfg.RetainFor {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // byAge sorts entries oldest first, by when they ended.
