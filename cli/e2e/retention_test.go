@@ -17,14 +17,14 @@ import (
 // TestReliabilityRetention: short jobs go through tjobs without end, and
 // with -retain its memory and its state directory stay flat: what it keeps
 // is the newest jobs, whatever the number it ran. The soak runs 20,000 jobs
-// with -retain 1000; make test 1,200 with -retain 100 (300 and 25 in the VM).
+// with -retain 1000; make test 1,200 with -retain 100 (150 and 15 in the emulated VM, which runs them 10x slower).
 func TestReliabilityRetention(t *testing.T) {
 	n, retain := 1200, 100
 	switch {
 	case soak():
 		n, retain = 20000, 1000
 	case scaledDown():
-		n, retain = 300, 25
+		n, retain = 150, 15
 	}
 	e := newEnvWith(t, "-retain", strconv.Itoa(retain))
 	pid := e.srv.Process.Pid

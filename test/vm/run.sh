@@ -10,8 +10,8 @@
 #                                the repo ("dir/..." = subtree); default all
 #   VMTEST_RUN=regexp            passed to every test binary as -test.run
 #   VMTEST_SKIP=regexp           passed to every test binary as -test.skip
-#   VMTEST_TEST_TIMEOUT=5m       -test.timeout of each test binary
-#   VMTEST_TIMEOUT=600           seconds before the guest is killed
+#   VMTEST_TEST_TIMEOUT=12m      -test.timeout of each test binary
+#   VMTEST_TIMEOUT=1800          seconds before the guest is killed
 #   VMTEST_SELFCHECK_BREAK=1     the selftest sets a useless io.max: must fail
 #   VMTEST_BENCH=regexp          passed as -test.bench (with VMTEST_RUN='^$'
 #                                to run benchmarks only); bwrap, when the
@@ -24,8 +24,8 @@ HERE=$REPO/test/vm
 CACHE=$REPO/.cache/vm # kept: .debs, unpacked kernel and busybox, console.log
 WORK=$HERE/work       # rebuilt every run: initramfs tree, disk image
 LOG=$CACHE/console.log
-TEST_TIMEOUT=${VMTEST_TEST_TIMEOUT:-5m}
-TIMEOUT=${VMTEST_TIMEOUT:-600}
+TEST_TIMEOUT=${VMTEST_TEST_TIMEOUT:-12m}
+TIMEOUT=${VMTEST_TIMEOUT:-1800}
 MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk"
 
 say() { echo "vmtest: $*"; }
