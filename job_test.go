@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/neildo/tjob/internal/testkit"
 )
 
 // The tests run real processes in real namespaces and cgroups, so most need
@@ -213,13 +215,18 @@ func TestStopTermReachesStarvedJob(t *testing.T) {
 	requireRoot(t)
 	for _, jail := range []bool{true, false} {
 		t.Run(map[bool]string{true: "jail", false: "nojail"}[jail], func(t *testing.T) {
-			// Eight busy loops at 1% of one CPU, then the command waits.
+			// Eight busy loops, then the command waits. The job starts
+			// at 50% of a CPU; once its loops run, its quota is cut to
+			// 1% here, so that the job is starved when it is stopped.
+			// (Started at 1%, the init and the shell alone took over a
+			// minute in the emulated VM on a loaded machine.)
 			j := newTestJob(t, "sh", "-c", `for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; echo ready; exec sleep 1000`)
 			j.NoJail = !jail
-			j.CPUPercent = 1
+			j.CPUPercent = 50
 			j.GracePeriod = time.Second
 			ch := j.Run()
 			waitOutput(t, j, "ready\n")
+			starve(t, j)
 			if err := j.Stop(); err != nil {
 				t.Fatal(err)
 			}
@@ -228,6 +235,28 @@ func TestStopTermReachesStarvedJob(t *testing.T) {
 				t.Fatalf("status = %+v, want ended by SIGTERM", st)
 			}
 		})
+	}
+}
+
+// starve cuts a running job's CPU quota to 1% of a CPU, behind the
+// library's back, and waits until the kernel has throttled it twice since.
+func starve(t *testing.T, j *Job) {
+	t.Helper()
+	dir := jobCgroup(t, j).(cgroupDirer).dirOf("cpu")
+	file, quota := filepath.Join(dir, "cpu.cfs_quota_us"), "1000" // v1, in µs of the 100 ms period
+	if _, err := os.Stat(filepath.Join(dir, "cpu.max")); err == nil {
+		file, quota = filepath.Join(dir, "cpu.max"), "1000 100000"
+	}
+	throttled := func() int {
+		b, _ := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+		return statField(string(b), "nr_throttled")
+	}
+	before := throttled()
+	if err := os.WriteFile(file, []byte(quota), 0); err != nil {
+		t.Fatalf("starving the job: %v", err)
+	}
+	if !testkit.Eventually(5*time.Minute, func() bool { return throttled() >= before+2 }) {
+		t.Fatalf("the job was not throttled at 1%% (%s)", file)
 	}
 }
 
