@@ -232,10 +232,17 @@ func TestCgroupCPULimit(t *testing.T) {
 	// the same jail and cgroup as the limited run. The unlimited time is
 	// its CPU time where that is less than its wall time: on a machine
 	// busy with other work the wall time says more about the others.
-	run := func(n, cpu int) (Status, time.Duration) {
+	// watch, when not nil, is called once the job runs and returns when
+	// the job has ended.
+	run := func(n, cpu int, watch func(*Job)) (Status, time.Duration) {
 		j := newTestJob(t, "sh", "-c", timedBusyScript(n))
 		j.CPUPercent = cpu
-		st := final(t, j.Run())
+		done := j.Run()
+		if watch != nil {
+			waitRunning(t, j)
+			watch(j)
+		}
+		st := final(t, done)
 		if st.Exit != 0 || st.Error != nil {
 			t.Fatalf("busy loop: %v (exit %d, %v)", st, st.Exit, st.Error)
 		}
@@ -252,48 +259,37 @@ func TestCgroupCPULimit(t *testing.T) {
 	n := 100_000
 	var unlimited time.Duration
 	for range 6 {
-		_, unlimited = run(n, 0)
+		_, unlimited = run(n, 0, nil)
 		if unlimited >= 300*time.Millisecond && unlimited <= 500*time.Millisecond {
 			break
 		}
 		n = int(float64(n) * float64(400*time.Millisecond) / float64(max(unlimited, 10*time.Millisecond)))
 	}
 	for range 2 { // the best of three
-		_, d := run(n, 0)
+		_, d := run(n, 0, nil)
 		unlimited = min(unlimited, d)
 	}
 	// The limited run. Its cgroup goes with the job, so what the kernel
 	// counts is read while it runs: the CPU time it used over a window in
 	// the middle of the loop (its start, the jail's setup, is not limited
 	// the same way), and the periods in which the quota throttled it.
-	j := newTestJob(t, "sh", "-c", timedBusyScript(n))
-	j.CPUPercent = 20
-	done := j.Run()
-	waitRunning(t, j)
-	cg := jobCgroup(t, j).(cgroupDirer)
 	var first, last cpuSample
-	for ended := false; !ended; {
-		select {
-		case <-j.Done():
-			ended = true
-		case <-time.After(50 * time.Millisecond):
-			if smp, ok := sampleCPU(cg); ok {
-				if first.at.IsZero() && time.Since(time.Unix(0, j.Summary().Started)) >= 300*time.Millisecond {
-					first = smp
+	st, limited := run(n, 20, func(j *Job) {
+		cg := jobCgroup(t, j).(cgroupDirer)
+		for ended := false; !ended; {
+			select {
+			case <-j.Done():
+				ended = true
+			case <-time.After(50 * time.Millisecond):
+				if smp, ok := sampleCPU(cg); ok {
+					if first.at.IsZero() && time.Since(time.Unix(0, j.Summary().Started)) >= 300*time.Millisecond {
+						first = smp
+					}
+					last = smp
 				}
-				last = smp
 			}
 		}
-	}
-	st := final(t, done)
-	if st.Exit != 0 || st.Error != nil {
-		t.Fatalf("busy loop: %v (exit %d, %v)", st, st.Exit, st.Error)
-	}
-	cs, err := strconv.Atoi(strings.TrimSpace(string(readAll(t, j, false))))
-	if err != nil {
-		t.Fatalf("the loop's time: %v", err)
-	}
-	limited := time.Duration(cs) * 10 * time.Millisecond
+	})
 	window := last.at.Sub(first.at)
 	share := float64(last.usage-first.usage) / float64(max(window, 1))
 	t.Logf("busy loop of %d: unlimited %v, CPUPercent=20 %v (%.1fx); over %v of it: %.0f%% of a CPU; throttled in %d of %d periods",

@@ -242,14 +242,15 @@ func TestStopTermReachesStarvedJob(t *testing.T) {
 // library's back, and waits until the kernel has throttled it twice since.
 func starve(t *testing.T, j *Job) {
 	t.Helper()
-	dir := jobCgroup(t, j).(cgroupDirer).dirOf("cpu")
+	cg := jobCgroup(t, j).(cgroupDirer)
+	dir := cg.dirOf("cpu")
 	file, quota := filepath.Join(dir, "cpu.cfs_quota_us"), "1000" // v1, in µs of the 100 ms period
 	if _, err := os.Stat(filepath.Join(dir, "cpu.max")); err == nil {
 		file, quota = filepath.Join(dir, "cpu.max"), "1000 100000"
 	}
 	throttled := func() int {
-		b, _ := os.ReadFile(filepath.Join(dir, "cpu.stat"))
-		return statField(string(b), "nr_throttled")
+		smp, _ := sampleCPU(cg)
+		return smp.throttled
 	}
 	before := throttled()
 	if err := os.WriteFile(file, []byte(quota), 0); err != nil {
