@@ -89,6 +89,63 @@ func ProcessesWith(arg string) []string {
 	return pids
 }
 
+// Children lists the pids of pid's child processes (every thread's).
+func Children(pid int) []int {
+	var kids []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		for _, w := range strings.Fields(string(b)) {
+			var kid int
+			if _, err := fmt.Sscan(w, &kid); err == nil {
+				kids = append(kids, kid)
+			}
+		}
+	}
+	return kids
+}
+
+// GoroutineSummary sums up a Go program's SIGQUIT dump (the goroutines'
+// stacks): how many goroutines wait in each function of fromPkg, with the
+// state they wait in, most first, at most top lines.
+func GoroutineSummary(dump, fromPkg string, top int) string {
+	counts := map[string]int{}
+	for _, block := range strings.Split(dump, "\n\n") {
+		head, frames, ok := strings.Cut(block, "\n")
+		if !ok || !strings.HasPrefix(head, "goroutine ") {
+			continue
+		}
+		state := ""
+		if _, s, ok := strings.Cut(head, "["); ok {
+			state, _, _ = strings.Cut(strings.TrimSuffix(s, "]:"), ",")
+		}
+		for _, f := range strings.Split(frames, "\n") {
+			if strings.Contains(f, fromPkg) && !strings.HasPrefix(f, "\t") && !strings.HasPrefix(f, "created by ") {
+				fn := f[strings.LastIndex(f, "/")+1:]
+				if i := strings.LastIndex(fn, "("); i > 0 {
+					fn = fn[:i] // the arguments
+				}
+				counts[fn+" ["+state+"]"]++
+				break
+			}
+		}
+	}
+	lines := make([]string, 0, len(counts))
+	for k, n := range counts {
+		lines = append(lines, fmt.Sprintf("%d in %s", n, k))
+	}
+	slices.SortFunc(lines, func(a, b string) int {
+		var na, nb int
+		fmt.Sscan(a, &na)
+		fmt.Sscan(b, &nb)
+		return nb - na
+	})
+	if len(lines) > top {
+		lines = lines[:top]
+	}
+	return strings.Join(lines, "; ")
+}
+
 // CgroupsNamed lists the directories under the cgroup file systems whose
 // name has one of the ids in it.
 func CgroupsNamed(ids []string) []string {

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -295,16 +296,31 @@ func (s *Server) Shutdown(g *grpc.Server, drain time.Duration) {
 	}()
 
 	s.logf("shutdown: stopping %d running jobs; keeping %d jobs' records", len(running), total)
+	began := time.Now()
 	var wg sync.WaitGroup
+	var ended atomic.Int64
 	for _, j := range running {
 		wg.Go(func() {
 			if err := j.Stop(); err != nil {
 				s.logf("shutdown: job %s: %s", j.ID, message(err))
 			}
+			ended.Add(1)
 		})
 	}
-	wg.Wait()
-	s.watchers.Wait() // every record holds its job's end
+	// Thousands of jobs take a while to end (each init's exit and cgroups'
+	// removal cost the host CPU): say how far it is, so that a slow
+	// shutdown is told from a stuck one.
+	waitReporting(&wg, shutdownProgressEvery, func() {
+		s.logf("shutdown: %d of %d jobs ended", ended.Load(), len(running))
+	})
+	endedIn := time.Since(began)
+	waitReporting(&s.watchers, shutdownProgressEvery, func() {
+		s.logf("shutdown: all %d jobs ended; saving their records", len(running))
+	})
+	if len(running) > 0 {
+		s.logf("shutdown: %d jobs ended in %v, their records saved in %v more",
+			len(running), endedIn.Round(time.Millisecond), (time.Since(began) - endedIn).Round(time.Millisecond))
+	}
 
 	select {
 	case <-stopped:
@@ -315,6 +331,29 @@ func (s *Server) Shutdown(g *grpc.Server, drain time.Duration) {
 	}
 	s.state.close()
 	s.logf("shutdown: done")
+}
+
+// shutdownProgressEvery is how often a shutdown says how many jobs have
+// ended.
+const shutdownProgressEvery = 10 * time.Second
+
+// waitReporting waits for wg, calling report every interval until it is done.
+func waitReporting(wg *sync.WaitGroup, every time.Duration, report func()) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			report()
+		}
+	}
 }
 
 // clipID is a client's job ID cut to maxIDShown bytes, with "…" when it was
