@@ -1166,8 +1166,10 @@ func TestCgroupKillThrottledIO(t *testing.T) {
 	if st.Error != nil {
 		t.Errorf("error: %v", st.Error)
 	}
-	if d := time.Since(start); d > 4*time.Second {
-		t.Errorf("Stop took %v", d)
+	// Left throttled, the write would hold the stop for minutes; the bound
+	// is far from both that and a stop on a busy machine.
+	if d := time.Since(start); d > time.Minute {
+		t.Errorf("Stop took %v: the write was not let through", d)
 	}
 	assertGone(t, "after stopping throttled I/O", dirs...)
 }

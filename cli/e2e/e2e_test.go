@@ -478,14 +478,11 @@ func TestPS(t *testing.T) {
 func TestStop(t *testing.T) {
 	e := newEnv(t)
 	id := e.runJob(t, "sh", "-c", "echo started; sleep 1000")
-	start := time.Now()
 	if got := e.ok(t, "stop", id[:6]); got != id+"\n" {
 		t.Fatalf("stop printed %q", got)
 	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("stop took %v", took)
-	}
-	// The job has ended when stop returns.
+	// The job has ended when stop returns, by the SIGTERM (143), not by
+	// the SIGKILL after the grace period.
 	row := psRows(t, e.ok(t, "ps", "-a"))[id[:8]]
 	if !strings.Contains(row, "Exited (143)") {
 		t.Fatalf("after stop: %q", row)

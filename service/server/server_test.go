@@ -409,9 +409,11 @@ func TestShutdown(t *testing.T) {
 
 	start := time.Now()
 	ts.shutdown()
-	took := time.Since(start)
-	if took > 5*time.Second {
-		t.Errorf("shutdown took %v", took)
+	t.Logf("shutdown took %v", time.Since(start).Round(time.Millisecond))
+	// The follower's stream ends with the shutdown, not when the drain
+	// period for calls still running is over.
+	if strings.Contains(ts.log.String(), "shutdown: cutting off calls") {
+		t.Errorf("the shutdown waited for the Logs follower:\n%s", ts.log.String())
 	}
 	select {
 	case err := <-followErr:
