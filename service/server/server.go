@@ -296,31 +296,7 @@ func (s *Server) Shutdown(g *grpc.Server, drain time.Duration) {
 	}()
 
 	s.logf("shutdown: stopping %d running jobs; keeping %d jobs' records", len(running), total)
-	began := time.Now()
-	var wg sync.WaitGroup
-	var ended atomic.Int64
-	for _, j := range running {
-		wg.Go(func() {
-			if err := j.Stop(); err != nil {
-				s.logf("shutdown: job %s: %s", j.ID, message(err))
-			}
-			ended.Add(1)
-		})
-	}
-	// Thousands of jobs take a while to end (each init's exit and cgroups'
-	// removal cost the host CPU): say how far it is, so that a slow
-	// shutdown is told from a stuck one.
-	waitReporting(&wg, shutdownProgressEvery, func() {
-		s.logf("shutdown: %d of %d jobs ended", ended.Load(), len(running))
-	})
-	endedIn := time.Since(began)
-	waitReporting(&s.watchers, shutdownProgressEvery, func() {
-		s.logf("shutdown: all %d jobs ended; saving their records", len(running))
-	})
-	if len(running) > 0 {
-		s.logf("shutdown: %d jobs ended in %v, their records saved in %v more",
-			len(running), endedIn.Round(time.Millisecond), (time.Since(began) - endedIn).Round(time.Millisecond))
-	}
+	s.stopAll(running)
 
 	select {
 	case <-stopped:
@@ -333,11 +309,41 @@ func (s *Server) Shutdown(g *grpc.Server, drain time.Duration) {
 	s.logf("shutdown: done")
 }
 
+// stopAll stops the running jobs at once and waits until every record holds
+// its job's end. Thousands of jobs take a while to end (each init's exit
+// and cgroups' removal cost the host CPU): it says how far it is, so that a
+// slow shutdown is told from a stuck one.
+func (s *Server) stopAll(running []*tjob.Job) {
+	began := time.Now()
+	var wg sync.WaitGroup
+	var ended atomic.Int64
+	for _, j := range running {
+		wg.Go(func() {
+			if err := j.Stop(); err != nil {
+				s.logf("shutdown: job %s: %s", j.ID, message(err))
+			}
+			ended.Add(1)
+		})
+	}
+	waitReporting(&wg, shutdownProgressEvery, func() {
+		s.logf("shutdown: %d of %d jobs ended", ended.Load(), len(running))
+	})
+	endedIn := time.Since(began)
+	waitReporting(&s.watchers, shutdownProgressEvery, func() {
+		s.logf("shutdown: all %d jobs ended; saving their records", len(running))
+	})
+	if len(running) > 0 {
+		s.logf("shutdown: %d jobs ended in %v, their records saved in %v more",
+			len(running), endedIn.Round(time.Millisecond), (time.Since(began) - endedIn).Round(time.Millisecond))
+	}
+}
+
 // shutdownProgressEvery is how often a shutdown says how many jobs have
 // ended.
 const shutdownProgressEvery = 10 * time.Second
 
-// waitReporting waits for wg, calling report every interval until it is done.
+// waitReporting waits for wg and calls report each time every passes
+// before it is done.
 func waitReporting(wg *sync.WaitGroup, every time.Duration, report func()) {
 	done := make(chan struct{})
 	go func() {
