@@ -7,7 +7,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -113,62 +112,10 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
+// newEnv is an env with tjobs's default limits, on a free loopback port.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	requireRoot(t)
-	// Where jobs can see it (they have a /tmp of their own): only tjobs's
-	// masks hide its certificates and spool from them.
-	e := &env{dir: jobVisibleDir(t), log: &syncBuffer{}, done: make(chan struct{})}
-	certs := exec.Command(filepath.Join(binDir, "tjobs"), "certs", "bob")
-	certs.Dir = e.dir
-	if out, err := certs.CombinedOutput(); err != nil {
-		t.Fatalf("tjobs certs: %v\n%s", err, out)
-	}
-	// Port 0: the server says where it listens. The limits are the
-	// defaults.
-	args := []string{"-addr", "127.0.0.1:0", "-grace", "2s"}
-	if dev := testBlockDevice(t); dev != "" {
-		args = append(args, "-io-devices", dev)
-	}
-	e.srv = exec.Command(filepath.Join(binDir, "tjobs"), args...)
-	e.srv.Dir = e.dir
-	stderr, err := e.srv.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	listening := make(chan string, 1)
-	go func() {
-		defer close(e.done)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(e.log, line)
-			if _, rest, ok := strings.Cut(line, "listening on "); ok {
-				listening <- strings.Fields(rest)[0]
-			}
-		}
-		e.srv.Wait()
-	}()
-	t.Cleanup(func() {
-		e.stop(t)
-		if t.Failed() {
-			t.Logf("tjobs log:\n%s", e.log.String())
-			for _, f := range e.failures {
-				t.Log("(again) " + f)
-			}
-		}
-	})
-	select {
-	case e.addr = <-listening:
-	case <-e.done:
-		t.Fatalf("tjobs exited:\n%s", e.log.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("tjobs did not start:\n%s", e.log.String())
-	}
-	return e
+	return newEnvWith(t)
 }
 
 // testBlockDevice is the MAJOR:MINOR of the disk under $TJOB_TEST_BLOCKDIR,

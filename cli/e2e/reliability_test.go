@@ -85,6 +85,9 @@ func startTjobs(t *testing.T, dir string, args ...string) *env {
 		e.stop(t)
 		if t.Failed() {
 			t.Logf("tjobs log:\n%s", e.log.String())
+			for _, f := range e.failures {
+				t.Log("(again) " + f)
+			}
 		}
 	})
 	select {
