@@ -88,12 +88,14 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 	closing := s.closing
 	if !closing {
 		s.add(e)
+		s.starting.Add(1)
 	}
 	s.mu.Unlock()
 	if closing {
 		s.abandon(j, rec)
 		return nil, errShuttingDown
 	}
+	defer s.starting.Done() // once the job has its watcher, or is gone
 	j.Run()
 	if st := j.Summary(); st.State == tjob.StateFailed && errors.Is(st.Error, tjob.ErrInvalid) {
 		s.mu.Lock()

@@ -136,6 +136,7 @@ type Server struct {
 	stopping context.Context
 	stop     context.CancelFunc
 	watchers sync.WaitGroup // a goroutine per running job, until its record holds its end
+	starting sync.WaitGroup // Runs from their job's entry to its watcher
 	janitor  chan struct{}  // closed when the janitor has stopped
 
 	mu      sync.Mutex // guards the fields below; never held across a wait, a send or a file
@@ -277,6 +278,13 @@ func (s *Server) isClosing() bool {
 func (s *Server) Shutdown(g *grpc.Server, drain time.Duration) {
 	s.mu.Lock()
 	s.closing = true
+	s.mu.Unlock()
+	// A Run that got in before this has made its job's entry and is
+	// starting it: a job stopped before its start would start afterwards,
+	// with no one to stop it.
+	s.starting.Wait()
+
+	s.mu.Lock()
 	var running []*tjob.Job
 	for _, e := range s.jobs {
 		if e.job != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	tjobv1 "github.com/neildo/tjob/service/proto/tjob/v1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestRoundTrip: Run, Status, Logs and Stop, as a client sees them.
@@ -440,6 +441,68 @@ func TestShutdown(t *testing.T) {
 	if strings.Contains(log, "shutdown: job ") {
 		t.Errorf("errors at shutdown:\n%s", log)
 	}
+}
+
+// TestShutdownDuringRuns: a shutdown that comes while Runs are starting
+// jobs stops every job that was started, however far its Run had got, and
+// returns; the Runs it cut off fail with Unavailable. The race it guards
+// (a Run between its job's entry and the job's start, which the shutdown
+// could stop before it started) is too short to hit at will, and the old
+// code passed too: the shutdown now waits for such Runs by construction.
+func TestShutdownDuringRuns(t *testing.T) {
+	cfg := testConfig()
+	cfg.GracePeriod = 200 * time.Millisecond
+	ts := startServer(t, cfg)
+	c := ts.client(t, "alice")
+	marker := fmt.Sprintf("4.5%d", os.Getpid())
+	var mu sync.Mutex
+	var ids []string
+	var clients sync.WaitGroup
+	for range 8 {
+		clients.Go(func() {
+			for {
+				resp, err := c.Run(ctxT(t), &tjobv1.RunRequest{Path: "sleep", Args: []string{marker}})
+				if err != nil {
+					if status.Code(err) != codes.Unavailable {
+						t.Errorf("Run at shutdown: %v, want Unavailable", err)
+					}
+					return
+				}
+				mu.Lock()
+				ids = append(ids, resp.GetJobId())
+				mu.Unlock()
+			}
+		})
+	}
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ids)
+	}
+	if !eventually(time.Minute, func() bool { return count() >= 8 }) {
+		t.Fatalf("only %d jobs started in a minute", count())
+	}
+	shutdown := make(chan struct{})
+	go func() {
+		ts.shutdown()
+		close(shutdown)
+	}()
+	select {
+	case <-shutdown:
+	case <-time.After(2 * time.Minute): // the jobs sleep for hours
+		t.Fatalf("Shutdown did not return: a job it did not stop is running\n%s", ts.log.String())
+	}
+	clients.Wait()
+	if pids := processesWith(marker); len(pids) > 0 {
+		t.Errorf("%d processes left running: %v", len(pids), pids)
+	}
+	if cgs := cgroupsNamed(ids); len(cgs) > 0 {
+		t.Errorf("cgroups left: %v", cgs)
+	}
+	if log := ts.log.String(); strings.Contains(log, "shutdown: job ") {
+		t.Errorf("errors at shutdown:\n%s", log)
+	}
+	t.Logf("%d jobs started, all stopped by the shutdown", len(ids))
 }
 
 // BenchmarkStatus: one job's Status on a reused connection.
