@@ -5,13 +5,16 @@
 package testkit
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -96,8 +99,7 @@ func Children(pid int) []int {
 	for _, f := range tasks {
 		b, _ := os.ReadFile(f)
 		for _, w := range strings.Fields(string(b)) {
-			var kid int
-			if _, err := fmt.Sscan(w, &kid); err == nil {
+			if kid, err := strconv.Atoi(w); err == nil {
 				kids = append(kids, kid)
 			}
 		}
@@ -130,18 +132,11 @@ func GoroutineSummary(dump, fromPkg string, top int) string {
 			}
 		}
 	}
-	lines := make([]string, 0, len(counts))
-	for k, n := range counts {
-		lines = append(lines, fmt.Sprintf("%d in %s", n, k))
-	}
-	slices.SortFunc(lines, func(a, b string) int {
-		var na, nb int
-		fmt.Sscan(a, &na)
-		fmt.Sscan(b, &nb)
-		return nb - na
-	})
-	if len(lines) > top {
-		lines = lines[:top]
+	places := slices.Collect(maps.Keys(counts))
+	slices.SortFunc(places, func(a, b string) int { return cmp.Compare(counts[b], counts[a]) })
+	var lines []string
+	for _, p := range places[:min(top, len(places))] {
+		lines = append(lines, fmt.Sprintf("%d in %s", counts[p], p))
 	}
 	return strings.Join(lines, "; ")
 }
