@@ -32,6 +32,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzOutput$$' -fuzztime $(FUZZTIME) .
 	cd service && $(GO) test -run '^$$' -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./server
 	cd cli && $(GO) test -run '^$$' -fuzz '^FuzzParseArgs$$' -fuzztime $(FUZZTIME) ./tjob
+	cd cli && $(GO) test -run '^$$' -fuzz '^FuzzLogsCodec$$' -fuzztime $(FUZZTIME) ./tjob
 
 # The long reliability run: more clients, jobs and disconnects. CI runs it once.
 soak:

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	tjobv1 "github.com/neildo/tjob/service/proto/tjob/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -45,13 +46,14 @@ Examples:
 // copyOutput writes a job's output to stdout as the server sends it, then,
 // where the server cut it, a line on stderr that says so.
 func (c *cli) copyOutput(ctx context.Context, job string, follow bool) error {
-	stream, err := c.client.Logs(ctx, &tjobv1.LogsRequest{JobId: job, Follow: follow})
+	stream, err := c.client.Logs(ctx, &tjobv1.LogsRequest{JobId: job, Follow: follow}, grpc.ForceCodecV2(newLogsCodec()))
 	if err != nil {
 		return c.explain(err)
 	}
 	var cutAt int64
+	var msg tjobv1.LogsResponse // reused: the codec decodes each message's output into its Data
 	for {
-		msg, err := stream.Recv()
+		err := stream.RecvMsg(&msg)
 		if err == io.EOF {
 			break
 		}
