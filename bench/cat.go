@@ -17,7 +17,8 @@ import (
 // The clients of the streaming benchmark's anchors, processes of their own
 // as `tjob logs` is, with its certificates, copying what a server sends to
 // stdout: tlscat is a plain TLS 1.3 client; grpccat a minimal grpc-go client
-// of Logs, with -window for larger HTTP/2 flow-control windows.
+// of Logs with grpc-go's proto codec, as a client of tjob.v1 would write it,
+// with -window for larger HTTP/2 flow-control windows.
 func catMain(cmd string, args []string) int {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	addr := fs.String("addr", "", "server `host:port`")
