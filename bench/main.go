@@ -45,6 +45,8 @@ func main() {
 			os.Exit(catMain(os.Args[1], os.Args[2:]))
 		case "logserver":
 			os.Exit(logserverMain(os.Args[2:]))
+		case "unfavor":
+			os.Exit(unfavorMain())
 		}
 	}
 	os.Exit(benchMain(os.Args[1:]))

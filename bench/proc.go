@@ -194,6 +194,7 @@ func ownCgroups(pid, parent int) []string {
 // mount is one line of /proc/self/mountinfo.
 type mount struct {
 	point   string   // where it is mounted
+	flags   []string // the mount's own options: "rw", "nosuid", "relatime", ...
 	fstype  string   // "cgroup", "cgroup2", "ext4", ...
 	options []string // the file system's own (super) options
 }
@@ -208,10 +209,10 @@ func mounts() ([]mount, error) {
 		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
 		pre, post, ok := strings.Cut(line, " - ")
 		f, g := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 5 || len(g) < 3 {
+		if !ok || len(f) < 6 || len(g) < 3 {
 			continue
 		}
-		out = append(out, mount{point: f[4], fstype: g[0], options: strings.Split(g[2], ",")})
+		out = append(out, mount{point: f[4], flags: strings.Split(f[5], ","), fstype: g[0], options: strings.Split(g[2], ",")})
 	}
 	return out, nil
 }

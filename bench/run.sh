@@ -7,7 +7,8 @@
 # harness (bench/, a Go program) into a scratch directory, makes certificates
 # there, and runs the harness, which starts and stops its own tjobs servers on
 # loopback. Everything it starts and makes is removed on exit, failure and
-# Ctrl-C included. What the library does alone, in one process, is measured
+# Ctrl-C included. On a cgroup v1 host, the start section remounts the cgroup2
+# mount with favordynmods for a few runs, and puts it back as it was. What the library does alone, in one process, is measured
 # by its benchmarks instead: go test -bench in the repository's root.
 #
 # Environment: BENCH_OUT (default docs/BENCHMARKS.md), BENCH_TMPDIR (where
@@ -64,6 +65,7 @@ base=${BENCH_TMPDIR:-/var/tmp}
 WORK=$(mktemp -d "$base/tjobbench.XXXXXX")
 chmod 755 "$WORK"
 BENCH_PID=
+FAVOR0=$(grep -c '^cgroup2 .*favordynmods' /proc/mounts || true)
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
@@ -82,6 +84,12 @@ cleanup() {
 				kill -KILL "$pid" 2>/dev/null || true
 			fi
 		done <"$WORK/pids"
+	fi
+	# The start section sets favordynmods on the cgroup2 mount for a few runs
+	# and puts it back; a killed harness could not.
+	if [ "$FAVOR0" = 0 ] && grep -q '^cgroup2 .*favordynmods' /proc/mounts && [ -x "$WORK/bin/tjobbench" ]; then
+		log "taking favordynmods off the cgroup2 mount again (the harness was stopped before it could)"
+		"$WORK/bin/tjobbench" unfavor || log "could not: remount the cgroup2 mount without favordynmods by hand"
 	fi
 	if [ -d "$WORK/runc-state" ] && command -v runc >/dev/null; then
 		for id in $(runc --root "$WORK/runc-state" list -q 2>/dev/null); do

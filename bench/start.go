@@ -178,6 +178,7 @@ func sectionStart(ctx context.Context, e *env, s *section) error {
 	if vs.job.measured() {
 		startTargets(s, vs)
 		s.note("Cgroup check (library): %s", libraryCgroupCheck(spool))
+		favordynmodsRows(ctx, e, s, vs)
 	}
 	if vs.job.median() > 2*vs.unshare.median() && ctx.Err() == nil {
 		e.profileStarts(ctx, s, spool)
@@ -216,17 +217,22 @@ func roundRobin(ctx context.Context, vs []*variant, n int, limit time.Duration) 
 	deadline := time.Now().Add(limit)
 	for i := 0; i < n && ctx.Err() == nil && time.Now().Before(deadline); i++ {
 		for _, v := range vs {
-			if v.skip != "" || v.failed != nil {
-				continue
-			}
-			d, err := v.run()
-			if err != nil {
-				v.failed = err
-				continue
-			}
-			v.xs = append(v.xs, ms(d))
+			v.once()
 		}
 	}
+}
+
+// once runs v once and keeps its time, unless it is skipped or has failed.
+func (v *variant) once() {
+	if v.skip != "" || v.failed != nil {
+		return
+	}
+	d, err := v.run()
+	if err != nil {
+		v.failed = err
+		return
+	}
+	v.xs = append(v.xs, ms(d))
 }
 
 // addVariant adds v's row, compared with anchor's.
