@@ -13,9 +13,9 @@ import (
 
 // On cgroup v1, the jail's init is moved into the job's cgroups by a write
 // to cgroup.procs, which takes the kernel's cgroup_threadgroup_rwsem for
-// writing. That per-CPU rwsem makes its writer wait for an RCU grace period
-// unless another writer came moments before: milliseconds on a quiet
-// machine, for every job started on its own. The cgroup2 mount option
+// writing. That per-CPU rwsem can make its writer wait for an RCU grace
+// period unless another writer came moments before: milliseconds on some
+// kernels and machines, for every job started on its own. The cgroup2 mount option
 // favordynmods (Linux 6.0) keeps the rwsem in the mode where writers do not
 // wait, at some cost to forks and exits. The rwsem is global, so the option
 // on a hybrid host's cgroup2 mount speeds up v1 moves too. On cgroup v2 the
