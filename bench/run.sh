@@ -7,9 +7,10 @@
 # harness (bench/, a Go program) into a scratch directory, makes certificates
 # there, and runs the harness, which starts and stops its own tjobs servers on
 # loopback. Everything it starts and makes is removed on exit, failure and
-# Ctrl-C included. On a cgroup v1 host, the start section remounts the cgroup2
-# mount with favordynmods for a few runs, and puts it back as it was. What the library does alone, in one process, is measured
-# by its benchmarks instead: go test -bench in the repository's root.
+# Ctrl-C included. On a cgroup v1 host, the start and scale sections remount
+# the cgroup2 mount with favordynmods for a few runs, and put it back as it
+# was. What the library does alone, in one process, is measured by its
+# benchmarks instead: go test -bench in the repository's root.
 #
 # Environment: BENCH_OUT (default docs/BENCHMARKS.md), BENCH_TMPDIR (where
 # the scratch directory goes, default /var/tmp), BENCH_ARGS (extra
