@@ -14,7 +14,8 @@ import (
 
 const fanoutIntro = "A job on tjobs (`tjobbench gen`, run as the job: it waits 1 s so every follower is attached, then writes 100 MiB of known pseudo-random data) " +
 	"is followed by N concurrent `Logs(follow)` streams, each on its own mTLS connection (made beforehand), read in the harness process; each follower's bytes " +
-	"are counted and hashed (SHA-256) against the generator's. Server CPU is tjobs's utime+stime from /proc/PID/stat around the whole job; " +
+	"are counted and hashed (SHA-256) against the generator's. Server CPU is tjobs's CPU time around the whole job: the sum of its threads' run time in /proc/PID/task/*/schedstat (nanoseconds), " +
+	"or utime+stime from /proc/PID/stat (10 ms clock ticks) when the two differ by more than two ticks, as when a thread ended; " +
 	"per follower = (CPU with N followers − median CPU with none) / N. N = 0 runs the same job with no follower: the cost of running and capturing it."
 
 type followResult struct {
@@ -120,7 +121,7 @@ func sectionFanout(ctx context.Context, e *env, s *section) error {
 				s.note("%d followers: run %d and later skipped, the section's time budget would not cover them.", n, r+1)
 				break
 			}
-			c0, err := cpuSeconds(srv.pid)
+			c0, err := readServerCPU(srv.pid)
 			if err != nil {
 				return err
 			}
@@ -134,8 +135,11 @@ func sectionFanout(ctx context.Context, e *env, s *section) error {
 				return fmt.Errorf("%d followers: %w", n, err)
 			}
 			wall := time.Since(t0) - time.Second // the generator's wait
-			c1, _ := cpuSeconds(srv.pid)
-			figs.add(n, c1-c0, wall, res, size, want)
+			c1, err := readServerCPU(srv.pid)
+			if err != nil {
+				return err
+			}
+			figs.add(n, cpuDelta(c0, c1), wall, res, size, want)
 		}
 	}
 	per := fanoutRows(s, figs, counts, size)

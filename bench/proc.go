@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -85,6 +86,61 @@ func cpuSeconds(pid int) (float64, error) {
 		return 0, fmt.Errorf("%s: bad utime or stime", file)
 	}
 	return float64(ut+st) / clockTicks, nil
+}
+
+// threadsCPU is the CPU time that the living threads of process pid have
+// used, in nanoseconds (the first field of each /proc/PID/task/TID/schedstat):
+// finer than cpuSeconds's clock ticks, but blind to threads that have
+// exited, so callers check it against cpuSeconds.
+func threadsCPU(pid int) (float64, error) {
+	dir := procFile(pid, "task")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var ns uint64
+	for _, ent := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, ent.Name(), "schedstat"))
+		if err != nil {
+			continue // the thread has exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 1 {
+			return 0, fmt.Errorf("%s/%s/schedstat: empty", dir, ent.Name())
+		}
+		v, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s/%s/schedstat: %w", dir, ent.Name(), err)
+		}
+		ns += v
+	}
+	return float64(ns) / 1e9, nil
+}
+
+// serverCPU reads pid's CPU time both ways, for cpuDelta.
+type serverCPU struct{ ticks, threads float64 }
+
+func readServerCPU(pid int) (serverCPU, error) {
+	t, err := cpuSeconds(pid)
+	if err != nil {
+		return serverCPU{}, err
+	}
+	th, err := threadsCPU(pid)
+	if err != nil {
+		return serverCPU{}, err
+	}
+	return serverCPU{ticks: t, threads: th}, nil
+}
+
+// cpuDelta is the CPU time pid used between two readings: its threads' run
+// time to the nanosecond, unless it differs from the clock-tick figure by
+// more than two ticks (a thread ended in between), then the tick figure.
+func cpuDelta(a, b serverCPU) float64 {
+	fine, coarse := b.threads-a.threads, b.ticks-a.ticks
+	if math.Abs(fine-coarse) > 2.0/clockTicks {
+		return coarse
+	}
+	return fine
 }
 
 // rssMiB is the resident set of pid now, in MiB.
