@@ -15,11 +15,12 @@ import (
 // to cgroup.procs, which takes the kernel's cgroup_threadgroup_rwsem for
 // writing. That per-CPU rwsem can make its writer wait for an RCU grace
 // period unless another writer came moments before: milliseconds on some
-// kernels and machines, for every job started on its own. The cgroup2 mount option
-// favordynmods (Linux 6.0) keeps the rwsem in the mode where writers do not
-// wait, at some cost to forks and exits. The rwsem is global, so the option
-// on a hybrid host's cgroup2 mount speeds up v1 moves too. On cgroup v2 the
-// init is born in its cgroup (CLONE_INTO_CGROUP) and nothing is moved.
+// kernels and machines, for every job started on its own. The cgroup2
+// mount option favordynmods (Linux 6.0) keeps the rwsem in the mode where
+// writers do not wait, at some cost to forks and exits. The rwsem is
+// global, so the option on a hybrid host's cgroup2 mount speeds up v1
+// moves too. On cgroup v2 the init is born in its cgroup
+// (CLONE_INTO_CGROUP) and nothing is moved.
 
 // v1Host reports whether jobs get cgroup v1 hierarchies here.
 func v1Host() bool {
@@ -95,7 +96,7 @@ func favordynmodsRows(ctx context.Context, e *env, s *section, vs *startVariants
 		s.note("cgroup v1 grace period: the host's cgroup2 mount (%s) has favordynmods already, so the starts above do not wait for an RCU grace period.", m.point)
 		return
 	}
-	asMounted := &variant{name: "tjob job as tjobs runs it, again, the host as mounted (cgroup v1: the init's move waits for an RCU grace period)", run: vs.job.run}
+	asMounted := &variant{name: "tjob job as tjobs runs it, again, the host as mounted (cgroup v1: the init's move may wait for an RCU grace period)", run: vs.job.run}
 	fav := &variant{name: fmt.Sprintf("tjob job as tjobs runs it, with the host's cgroup2 mount (%s) remounted `favordynmods` for these runs", m.point), run: vs.job.run}
 	// In turns, each start 100 ms after anything else moved a process:
 	// a writer that comes within a grace period of the last one does not

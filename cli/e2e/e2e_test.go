@@ -152,8 +152,9 @@ const stopStall = 60 * time.Second
 // keep ending (their inits are its children), and returns how long it
 // took. A tjobs that stalls gets SIGQUIT, on which Go prints every
 // goroutine's stack (the failure sums them up) and exits; it is killed if
-// it does not. The jobs it leaves are killed and their cgroups removed here, so that the next
-// test's server does not start by cleaning up after this one.
+// it does not. The jobs it leaves are killed and their cgroups removed
+// here, so that the next test's server does not start by cleaning up after
+// this one.
 func (e *env) stop(t *testing.T) time.Duration {
 	start := time.Now()
 	pid := e.srv.Process.Pid
