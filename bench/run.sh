@@ -86,7 +86,7 @@ cleanup() {
 			fi
 		done <"$WORK/pids"
 	fi
-	# The start section sets favordynmods on the cgroup2 mount for a few runs
+	# The start and scale sections set favordynmods on the cgroup2 mount for a few runs
 	# and puts it back; a killed harness could not.
 	if [ "$FAVOR0" = 0 ] && grep -q '^cgroup2 .*favordynmods' /proc/mounts && [ -x "$WORK/bin/tjobbench" ]; then
 		log "taking favordynmods off the cgroup2 mount again (the harness was stopped before it could)"
