@@ -17,10 +17,10 @@ import (
 // Data of a message the caller reuses. The proto codec first joins the
 // buffers into one, then copies the output out of it into a new slice: two
 // copies and a GiB of garbage for each GiB streamed. Against the same server
-// this codec streams 1.3× faster on 59% of the client CPU (docs/BENCHMARKS.md,
-// Streaming). The wire format is tjob.v1's, unchanged: a message this code
-// does not read as the proto package would (a field it does not know, a
-// malformed one) goes to the proto codec.
+// this codec streamed 1.3–1.45× faster on 54–59% of the client CPU in three
+// runs (docs/BENCHMARKS.md, Streaming). The wire format is tjob.v1's,
+// unchanged: a message this code does not read as the proto package would
+// (a field it does not know, a malformed one) goes to the proto codec.
 type logsCodec struct{ encoding.CodecV2 }
 
 func newLogsCodec() logsCodec { return logsCodec{encoding.GetCodecV2(protocodec.Name)} }
