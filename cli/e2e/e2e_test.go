@@ -91,8 +91,10 @@ type env struct {
 	srv  *exec.Cmd
 	log  *syncBuffer
 	done chan struct{} // closed when tjobs has exited
-	// failures are the env's own, which its end repeats.
-	failures []string
+	// failures are the env's own, which its end repeats; tests fail
+	// through failf from many goroutines at once.
+	failuresMu sync.Mutex
+	failures   []string
 }
 
 type syncBuffer struct {
@@ -193,7 +195,9 @@ func (e *env) stop(t *testing.T) time.Duration {
 func (e *env) failf(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
+	e.failuresMu.Lock()
 	e.failures = append(e.failures, msg)
+	e.failuresMu.Unlock()
 	t.Error(msg)
 }
 

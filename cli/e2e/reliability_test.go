@@ -85,6 +85,8 @@ func startTjobs(t *testing.T, dir string, args ...string) *env {
 		e.stop(t)
 		if t.Failed() {
 			t.Logf("tjobs log:\n%s", e.log.String())
+			e.failuresMu.Lock()
+			defer e.failuresMu.Unlock()
 			for _, f := range e.failures {
 				t.Log("(again) " + f)
 			}
@@ -531,6 +533,18 @@ func TestReliabilityLoad(t *testing.T) {
 	for round := range rounds {
 		start := time.Now()
 		var bytesRead, followers atomic.Int64
+		var slowestRun, slowestJob maxDuration
+		// The round's calls have no deadline of their own: its 1,000
+		// Runs share two CPUs, and on a busy machine the last returns
+		// minutes after the first. The round fails when nothing moves.
+		ctx, watch := e.watchStall(t, fmt.Sprintf("load round %d", round+1), loadStall)
+		// Once the watch has failed the round, its calls fail as
+		// cancelled: the watch has said why.
+		fail := func(format string, args ...any) {
+			if ctx.Err() == nil {
+				e.failf(t, format, args...)
+			}
+		}
 		var wg sync.WaitGroup
 		for u, user := range users {
 			wg.Go(func() {
@@ -542,9 +556,12 @@ func TestReliabilityLoad(t *testing.T) {
 				var jobs sync.WaitGroup
 				for range perClient {
 					jobs.Go(func() {
-						resp, err := c1.Run(ctxT(t), &tjobv1.RunRequest{Path: "sh", Args: []string{"-c", script}})
+						runAt := time.Now()
+						resp, err := c1.Run(ctx, &tjobv1.RunRequest{Path: "sh", Args: []string{"-c", script}})
+						slowestRun.observe(time.Since(runAt))
+						watch.moved()
 						if err != nil || resp.GetStatus().GetState() == tjobv1.State_STATE_FAILED {
-							t.Errorf("%s: Run: %v %v", user, err, resp.GetStatus())
+							fail("%s: Run: %v %v", user, err, resp.GetStatus())
 							return
 						}
 						id := resp.GetJobId()
@@ -553,9 +570,9 @@ func TestReliabilityLoad(t *testing.T) {
 						mu.Unlock()
 						want := append(slices.Clip(data), id[:8]+"\n"...)
 						follow := func(c tjobv1.JobClient, which string, stop bool) {
-							stream, err := c.Logs(ctxT(t), &tjobv1.LogsRequest{JobId: id, Follow: true})
+							stream, err := c.Logs(ctx, &tjobv1.LogsRequest{JobId: id, Follow: true})
 							if err != nil {
-								t.Errorf("%s: Logs: %v", user, err)
+								fail("%s: Logs: %v", user, err)
 								return
 							}
 							var got []byte
@@ -565,14 +582,14 @@ func TestReliabilityLoad(t *testing.T) {
 									break
 								}
 								if err != nil {
-									t.Errorf("%s: job %s: %s follower: %v", user, id, which, err)
+									fail("%s: job %s: %s follower: %v", user, id, which, err)
 									return
 								}
 								got = append(got, msg.GetData()...)
 								if stop && len(got) >= len(want) {
 									stop = false
-									if _, err := c.Stop(ctxT(t), &tjobv1.StopRequest{JobId: id}); err != nil {
-										t.Errorf("%s: Stop: %v", user, err)
+									if _, err := c.Stop(ctx, &tjobv1.StopRequest{JobId: id}); err != nil {
+										fail("%s: Stop: %v", user, err)
 									}
 								}
 								if !stop {
@@ -580,10 +597,11 @@ func TestReliabilityLoad(t *testing.T) {
 								}
 							}
 							if !bytes.Equal(got, want) {
-								t.Errorf("%s: job %s: %s follower got %d bytes, want %d", user, id, which, len(got), len(want))
+								fail("%s: job %s: %s follower got %d bytes, want %d", user, id, which, len(got), len(want))
 							}
 							bytesRead.Add(int64(len(got)))
 							followers.Add(1)
+							watch.moved()
 						}
 						var f sync.WaitGroup
 						// The first follower stops the job once it has seen
@@ -592,12 +610,14 @@ func TestReliabilityLoad(t *testing.T) {
 						f.Go(func() { follow(c1, "first", true) })
 						f.Go(func() { follow(c2, "slow", false) })
 						f.Wait()
+						slowestJob.observe(time.Since(runAt))
 					})
 				}
 				jobs.Wait()
 			})
 		}
 		wg.Wait()
+		watch.end()
 		took := time.Since(start)
 		if t.Failed() {
 			return
@@ -607,40 +627,113 @@ func TestReliabilityLoad(t *testing.T) {
 			cc, c := e.dialUser(t, user)
 			resp, err := c.Status(ctxT(t), &tjobv1.StatusRequest{All: true})
 			if err != nil {
-				t.Fatal(err)
+				cc.Close()
+				e.failf(t, "%s: Status(all): %v", user, err)
+				return
 			}
 			var listed []string
 			for _, st := range resp.GetJobs() {
 				listed = append(listed, st.GetJobId())
 				if st.GetOwner() != user || st.GetState() != tjobv1.State_STATE_EXITED || !st.GetStopRequested() || st.GetExit() != 143 {
-					t.Errorf("%s: %v", user, st)
+					e.failf(t, "%s: %v", user, st)
 				}
 			}
 			slices.Sort(listed)
 			slices.Sort(ids[u])
 			if !slices.Equal(listed, ids[u]) {
-				t.Errorf("%s: Status(all) lists %q, want %q", user, listed, ids[u])
+				e.failf(t, "%s: Status(all) lists %q, want %q", user, listed, ids[u])
 			}
 			running, err := c.Status(ctxT(t), &tjobv1.StatusRequest{})
 			if err != nil || len(running.GetJobs()) != 0 {
-				t.Errorf("%s: running jobs after all stopped: %v, %v", user, running.GetJobs(), err)
+				e.failf(t, "%s: running jobs after all stopped: %v, %v", user, running.GetJobs(), err)
 			}
 			cc.Close()
 			total += len(listed)
 		}
 		var fd1 int
 		if !eventually(20*time.Second, func() bool { fd1 = procFDs(pid); return fd1 <= fd0 }) {
-			t.Fatalf("server open files: %d before, %d after the clients left", fd0, fd1)
+			e.failf(t, "server open files: %d before, %d after the clients left", fd0, fd1)
+			return
 		}
 		name := fmt.Sprintf("load: %d clients each running, following (twice) and stopping %d jobs at once", clients, perClient)
 		if rounds > 1 {
 			name += fmt.Sprintf(" (soak round %d of %d)", round+1, rounds)
 		}
 		report(t, name,
-			"%d jobs in %.1fs; all %d followers got every byte (%d KiB in all); every user's Status(all) listed exactly its %d jobs, all stopped (exit 143); server open files %d before, %d after; RSS %d MiB before, peak %d MiB, %d MiB after",
-			clients*perClient, took.Seconds(), followers.Load(), bytesRead.Load()>>10, total/clients, fd0, fd1, rss0>>10, peakRSS.Load()>>10, procStatus(pid, "VmRSS")>>10)
+			"%d jobs in %.1fs (the slowest Run took %.1fs, the slowest job from Run to its followers' end %.1fs); all %d followers got every byte (%d KiB in all); every user's Status(all) listed exactly its %d jobs, all stopped (exit 143); server open files %d before, %d after; RSS %d MiB before, peak %d MiB, %d MiB after",
+			clients*perClient, took.Seconds(), slowestRun.get().Seconds(), slowestJob.get().Seconds(), followers.Load(), bytesRead.Load()>>10, total/clients, fd0, fd1, rss0>>10, peakRSS.Load()>>10, procStatus(pid, "VmRSS")>>10)
 	}
 }
+
+// loadStall is how long the load test lets nothing move before it fails.
+const loadStall = 2 * time.Minute
+
+// stallWatch fails a test whose work has stopped moving, where a deadline
+// would fail one that is only slow: the test calls moved as its calls
+// return, and the watch counts the server's children (each job's init)
+// too, which change as jobs start and end.
+type stallWatch struct {
+	last   atomic.Int64 // when something last moved, in Unix ns
+	cancel context.CancelFunc
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// watchStall starts a watch; its context is cancelled when the watch
+// fails the test, which ends the calls made with it.
+func (e *env) watchStall(t *testing.T, what string, stall time.Duration) (context.Context, *stallWatch) {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &stallWatch{cancel: cancel, stop: make(chan struct{}), done: make(chan struct{})}
+	w.moved()
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		kids := -1
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-tick.C:
+			}
+			if n := len(testkit.Children(e.srv.Process.Pid)); n != kids {
+				kids = n
+				w.moved()
+			}
+			if idle := time.Since(time.Unix(0, w.last.Load())); idle > stall {
+				e.failf(t, "%s: nothing moved for %v: no call returned, and tjobs kept %d child processes (job inits)", what, idle.Round(time.Second), kids)
+				cancel()
+				return
+			}
+		}
+	}()
+	return ctx, w
+}
+
+// moved says the work made progress.
+func (w *stallWatch) moved() { w.last.Store(time.Now().UnixNano()) }
+
+// end stops the watch and cancels its context.
+func (w *stallWatch) end() {
+	close(w.stop)
+	<-w.done
+	w.cancel()
+}
+
+// maxDuration is the longest of the durations observed, from many
+// goroutines.
+type maxDuration struct{ ns atomic.Int64 }
+
+func (m *maxDuration) observe(d time.Duration) {
+	for {
+		cur := m.ns.Load()
+		if int64(d) <= cur || m.ns.CompareAndSwap(cur, int64(d)) {
+			return
+		}
+	}
+}
+
+func (m *maxDuration) get() time.Duration { return time.Duration(m.ns.Load()) }
 
 // execTjobs is tjobs with args, in dir.
 func execTjobs(dir string, args ...string) *exec.Cmd {
