@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -42,6 +43,18 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 			s.mu.Unlock()
 		}
 	}()
+	// Wait for a start slot, in turn (a channel's waiting senders go
+	// first come first served). A client that stops waiting leaves the
+	// queue, and nothing is made for it.
+	select {
+	case s.startSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case <-s.stopping.Done():
+		return nil, errShuttingDown
+	}
+	freeSlot := sync.OnceFunc(func() { <-s.startSlots })
+	defer freeSlot()
 
 	id := uuid.NewString()
 	setJob(ctx, id)
@@ -97,6 +110,7 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 	}
 	defer s.starting.Done() // once the job has its watcher, or is gone
 	j.Run()
+	freeSlot()
 	if st := j.Summary(); st.State == tjob.StateFailed && errors.Is(st.Error, tjob.ErrInvalid) {
 		s.mu.Lock()
 		s.detach(e)

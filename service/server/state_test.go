@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -490,4 +491,70 @@ func TestStateDirHidden(t *testing.T) {
 			t.Errorf("a job looking into %s: exit %d, output %q", d, w.GetStatus().GetExit(), out)
 		}
 	}
+}
+
+// TestStartQueue: Runs wait for a start slot in turn, and a client that
+// stops waiting leaves the queue with nothing made for it: no job, no
+// record, no workspace, nothing counted against its quota.
+func TestStartQueue(t *testing.T) {
+	cfg := stateConfig(t)
+	ts, c := startAs(t, cfg, "alice")
+	slots := cap(ts.srv.startSlots)
+	for range slots { // every start slot taken
+		ts.srv.startSlots <- struct{}{}
+	}
+	freed := 0
+	defer func() {
+		for ; freed < slots; freed++ {
+			<-ts.srv.startSlots
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := c.Run(ctx, &tjobv1.RunRequest{Path: "true"})
+	wantCode(t, "a Run that waited for a start slot past its deadline", err, codes.DeadlineExceeded)
+	queued := make(chan error, 1)
+	var id string
+	go func() {
+		resp, err := c.Run(ctxT(t), &tjobv1.RunRequest{Path: "true"})
+		id = resp.GetJobId()
+		queued <- err
+	}()
+	made := func() []string {
+		var names []string
+		for _, d := range []string{jobsDir, workDir} {
+			entries, _ := os.ReadDir(filepath.Join(cfg.StateDir, d))
+			for _, e := range entries {
+				names = append(names, d+"/"+e.Name())
+			}
+		}
+		return names
+	}
+	// The second Run is queued (the server counts it as running) and has
+	// made nothing yet; the first has left nothing behind.
+	if !eventually(10*time.Second, func() bool {
+		ts.srv.mu.Lock()
+		defer ts.srv.mu.Unlock()
+		return ts.srv.running["alice"] == 1
+	}) {
+		t.Fatal("the second Run never reached the queue")
+	}
+	if names := made(); len(names) != 0 {
+		t.Fatalf("with every start slot taken, the state directory holds %q", names)
+	}
+	resp, err := c.Status(ctxT(t), &tjobv1.StatusRequest{All: true})
+	if err != nil || len(resp.GetJobs()) != 0 {
+		t.Fatalf("Status(all) while queued: %v, %v; want no job", resp.GetJobs(), err)
+	}
+
+	<-ts.srv.startSlots // one slot free: the queued Run starts its job
+	freed++
+	if err := <-queued; err != nil {
+		t.Fatalf("the queued Run, once a slot was free: %v", err)
+	}
+	if st := wait(t, c, id); st.GetExit() != 0 {
+		t.Errorf("the queued job: %v", st)
+	}
+	report(t, "load: a full start queue", "with all %d start slots taken, a Run with a 300 ms deadline got DeadlineExceeded and left no job, record or workspace; a queued Run started its job once a slot was free", slots)
 }
