@@ -55,6 +55,9 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 	}
 	freeSlot := sync.OnceFunc(func() { <-s.startSlots })
 	defer freeSlot()
+	if err := ctx.Err(); err != nil { // gone as its turn came
+		return nil, status.FromContextError(err).Err()
+	}
 
 	id := uuid.NewString()
 	setJob(ctx, id)

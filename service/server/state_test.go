@@ -514,6 +514,15 @@ func TestStartQueue(t *testing.T) {
 	defer cancel()
 	_, err := c.Run(ctx, &tjobv1.RunRequest{Path: "true"})
 	wantCode(t, "a Run that waited for a start slot past its deadline", err, codes.DeadlineExceeded)
+	runningJobs := func() int {
+		ts.srv.mu.Lock()
+		defer ts.srv.mu.Unlock()
+		return ts.srv.running["alice"]
+	}
+	// Its handler leaves the queue when the server sees the deadline too.
+	if !eventually(time.Minute, func() bool { return runningJobs() == 0 }) {
+		t.Fatalf("the Run that gave up is still counted against the quota: %d running", runningJobs())
+	}
 	queued := make(chan error, 1)
 	var id string
 	go func() {
@@ -533,11 +542,7 @@ func TestStartQueue(t *testing.T) {
 	}
 	// The second Run is queued (the server counts it as running) and has
 	// made nothing yet; the first has left nothing behind.
-	if !eventually(10*time.Second, func() bool {
-		ts.srv.mu.Lock()
-		defer ts.srv.mu.Unlock()
-		return ts.srv.running["alice"] == 1
-	}) {
+	if !eventually(time.Minute, func() bool { return runningJobs() == 1 }) {
 		t.Fatal("the second Run never reached the queue")
 	}
 	if names := made(); len(names) != 0 {
