@@ -16,7 +16,8 @@ const fanoutIntro = "A job on tjobs (`tjobbench gen`, run as the job: it waits 1
 	"is followed by N concurrent `Logs(follow)` streams, each on its own mTLS connection (made beforehand), read in the harness process; each follower's bytes " +
 	"are counted and hashed (SHA-256) against the generator's. Server CPU is tjobs's CPU time around the whole job: the sum of its threads' run time in /proc/PID/task/*/schedstat (nanoseconds), " +
 	"or utime+stime from /proc/PID/stat (10 ms clock ticks) when the two differ by more than two ticks, as when a thread ended; " +
-	"per follower = (CPU with N followers − median CPU with none) / N. N = 0 runs the same job with no follower: the cost of running and capturing it."
+	"per follower = (CPU with N followers − median CPU with none) / N; with one follower, each run is compared with the no-follower run made just before it (the runs alternate), " +
+	"because one follower's cost is no bigger than how much the job alone varies over a section. N = 0 runs the same job with no follower: the cost of running and capturing it."
 
 type followResult struct {
 	n    int64
@@ -95,7 +96,7 @@ type fanoutFigures struct {
 func sectionFanout(ctx context.Context, e *env, s *section) error {
 	size := int64(100 << 20)
 	counts := []int{0, 1, 10, 100}
-	reps := map[int]int{0: 5, 1: 5, 10: 3, 100: 2}
+	reps := map[int]int{0: 7, 1: 7, 10: 3, 100: 2}
 	if e.quick {
 		size = 20 << 20
 		reps = map[int]int{0: 1, 1: 1, 10: 1, 100: 1}
@@ -114,33 +115,36 @@ func sectionFanout(ctx context.Context, e *env, s *section) error {
 	gen := []string{"gen", "-size", strconv.FormatInt(size, 10), "-delay", "1s"}
 	figs := &fanoutFigures{cpu: map[int][]float64{}, wall: map[int][]float64{}, msgSize: map[int][]float64{}}
 	want := genSum(size)
-	for _, n := range counts {
-		for r := 0; r < reps[n] && ctx.Err() == nil; r++ {
-			if dl, ok := ctx.Deadline(); ok && len(figs.wall[n]) > 0 &&
-				time.Until(dl) < time.Duration(1.5*summarize(figs.wall[n]).max*float64(time.Second))+20*time.Second {
-				s.note("%d followers: run %d and later skipped, the section's time budget would not cover them.", n, r+1)
-				break
-			}
-			c0, err := readServerCPU(srv.pid)
-			if err != nil {
-				return err
-			}
-			t0 := time.Now()
-			res, _, err := followJob(ctx, ctl, pool[:n], true, e.self, gen...)
-			if err != nil && ctx.Err() != nil {
-				s.note("The time budget ran out during a run with %d followers: that run is not counted.", n)
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("%d followers: %w", n, err)
-			}
-			wall := time.Since(t0) - time.Second // the generator's wait
-			c1, err := readServerCPU(srv.pid)
-			if err != nil {
-				return err
-			}
-			figs.add(n, cpuDelta(c0, c1), wall, res, size, want)
+	skipped := map[int]bool{}
+	for _, n := range runOrder(counts, reps) {
+		if skipped[n] || ctx.Err() != nil {
+			continue
 		}
+		if dl, ok := ctx.Deadline(); ok && len(figs.wall[n]) > 0 &&
+			time.Until(dl) < time.Duration(1.5*summarize(figs.wall[n]).max*float64(time.Second))+20*time.Second {
+			s.note("%d followers: run %d and later skipped, the section's time budget would not cover them.", n, len(figs.wall[n])+1)
+			skipped[n] = true
+			continue
+		}
+		c0, err := readServerCPU(srv.pid)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		res, _, err := followJob(ctx, ctl, pool[:n], true, e.self, gen...)
+		if err != nil && ctx.Err() != nil {
+			s.note("The time budget ran out during a run with %d followers: that run is not counted.", n)
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%d followers: %w", n, err)
+		}
+		wall := time.Since(t0) - time.Second // the generator's wait
+		c1, err := readServerCPU(srv.pid)
+		if err != nil {
+			return err
+		}
+		figs.add(n, cpuDelta(c0, c1), wall, res, size, want)
 	}
 	per := fanoutRows(s, figs, counts, size)
 	if p100, ok := per[100]; ok && p100.med > 1.5*per[1].med && ctx.Err() == nil {
@@ -150,6 +154,29 @@ func sectionFanout(ctx context.Context, e *env, s *section) error {
 		})
 	}
 	return nil
+}
+
+// runOrder is the order of the section's runs: those with no follower and
+// with one alternate, so that each one-follower run has a no-follower run
+// beside it to be compared with (the machine drifts over a section), then
+// the others, each count's runs together.
+func runOrder(counts []int, reps map[int]int) []int {
+	var order []int
+	for r := range max(reps[0], reps[1]) {
+		for _, n := range []int{0, 1} {
+			if r < reps[n] {
+				order = append(order, n)
+			}
+		}
+	}
+	for _, n := range counts {
+		if n > 1 {
+			for range reps[n] {
+				order = append(order, n)
+			}
+		}
+	}
+	return order
 }
 
 // add records one run with n followers.
@@ -179,8 +206,12 @@ func fanoutRows(s *section, figs *fanoutFigures, counts []int, size int64) map[i
 			continue
 		}
 		var xs []float64
-		for _, c := range figs.cpu[n] {
-			xs = append(xs, (c-base)/float64(n)*1000)
+		for i, c := range figs.cpu[n] {
+			b := base
+			if n == 1 && i < len(figs.cpu[0]) {
+				b = figs.cpu[0][i] // the no-follower run just before
+			}
+			xs = append(xs, (c-b)/float64(n)*1000)
 		}
 		per[n] = summarize(xs)
 	}
