@@ -510,6 +510,10 @@ func TestStartQueue(t *testing.T) {
 		}
 	}()
 
+	// The connection first, so that the deadline is spent in the queue.
+	if _, err := c.Status(ctxT(t), &tjobv1.StatusRequest{All: true}); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err := c.Run(ctx, &tjobv1.RunRequest{Path: "true"})
@@ -525,8 +529,11 @@ func TestStartQueue(t *testing.T) {
 	}
 	queued := make(chan error, 1)
 	var id string
+	// The queued Run waits as long as the test takes to look.
+	queuedCtx, cancelQueued := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancelQueued()
 	go func() {
-		resp, err := c.Run(ctxT(t), &tjobv1.RunRequest{Path: "true"})
+		resp, err := c.Run(queuedCtx, &tjobv1.RunRequest{Path: "true"})
 		id = resp.GetJobId()
 		queued <- err
 	}()
