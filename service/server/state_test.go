@@ -537,27 +537,18 @@ func TestStartQueue(t *testing.T) {
 		id = resp.GetJobId()
 		queued <- err
 	}()
-	made := func() []string {
-		var names []string
-		for _, d := range []string{jobsDir, workDir} {
-			entries, _ := os.ReadDir(filepath.Join(cfg.StateDir, d))
-			for _, e := range entries {
-				names = append(names, d+"/"+e.Name())
-			}
-		}
-		return names
-	}
 	// The second Run is queued (the server counts it as running) and has
 	// made nothing yet; the first has left nothing behind.
 	if !eventually(time.Minute, func() bool { return runningJobs() == 1 }) {
 		t.Fatal("the second Run never reached the queue")
 	}
-	if names := made(); len(names) != 0 {
-		t.Fatalf("with every start slot taken, the state directory holds %q", names)
+	for _, d := range []string{jobsDir, workDir} {
+		if names := dirEntries(filepath.Join(cfg.StateDir, d)); len(names) != 0 {
+			t.Fatalf("with every start slot taken, the state directory's %s holds %q", d, names)
+		}
 	}
-	resp, err := c.Status(ctxT(t), &tjobv1.StatusRequest{All: true})
-	if err != nil || len(resp.GetJobs()) != 0 {
-		t.Fatalf("Status(all) while queued: %v, %v; want no job", resp.GetJobs(), err)
+	if jobs := jobSet(t, c); len(jobs) != 0 {
+		t.Fatalf("Status(all) while queued: %q; want no job", jobs)
 	}
 
 	<-ts.srv.startSlots // one slot free: the queued Run starts its job
