@@ -231,10 +231,11 @@ func messageSizes(ctx context.Context, e *env, s *section, file string, anchorMe
 			return exec.Command(e.self, append([]string{"grpccat", "-addr", addr, "-window", strconv.Itoa(window)}, e.clientCertArgs()...)...)
 		}
 	}
-	ref := tjobsMsg // the size tjobs sends, for the client rows
-	if ref <= 0 {
-		ref = msg32KiBLess
-	}
+	// The client rows compare two clients on one message size, the largest
+	// grpc-go's proto codec sends from its 32 KiB tier: the minimal server
+	// marshals with it, where tjobs sends larger messages with a codec of
+	// its own (service/server/logcodec.go).
+	ref := int64(msg32KiBLess)
 	client := func(name string, chunk int64, cmd func() *exec.Cmd) *streamClient {
 		return &streamClient{name: name + msgSizeName(chunk, tjobsMsg), serverPid: os.Getpid(), cmd: func() *exec.Cmd {
 			logsrv.chunk.Store(chunk)
@@ -257,7 +258,8 @@ func messageSizes(ctx context.Context, e *env, s *section, file string, anchorMe
 		messageSizeRow(s, c, anchorMed)
 	}
 	if tjobsMsg > 0 {
-		s.note("tjobs sent messages of up to %d bytes of output here (observed on a Logs stream of the job).", tjobsMsg)
+		s.note("tjobs sent messages of up to %d bytes of output here (observed on a Logs stream of the job), from buffers of its own behind a few bytes of header "+
+			"(service/server/logcodec.go), not marshalled into grpc-go's pooled buffers as the minimal server's are.", tjobsMsg)
 	}
 	med := func(c *streamClient) float64 { return median(c.mibps) }
 	if best := math.Max(med(logs32), med(logs1M)); best > 1.15*med(logs64) {
@@ -265,12 +267,10 @@ func messageSizes(ctx context.Context, e *env, s *section, file string, anchorMe
 			"(256 B, 4 KiB, 16 KiB, 32 KiB, 1 MiB) and zeroes a pooled buffer's whole capacity on every Get, so a 64 KiB message (65,540 bytes marshalled) "+
 			"clears 1 MiB on each side: `runtime.memclrNoHeapPointers` under `mem.(*BinaryTieredBufferPool).Get` in a profile.", ratioX(best/med(logs64)), grpc.Version)
 	}
-	if ref == msg32KiBLess {
-		s.note("`tjob logs` decodes Logs messages with a codec of its own (cli/tjob/logcodec.go: from gRPC's buffers into one reused slice), "+
-			"where the minimal client uses grpc-go's proto codec (the buffers joined into one, then the output copied into a new slice each message): "+
-			"with the same server and messages, `tjob logs` streams %s of the minimal client's throughput, with %s of its client CPU per GiB.",
-			ratioX(med(logs32)/med(grpcDefault)), pct(median(logs32.clientCPU)/median(grpcDefault.clientCPU)))
-	}
+	s.note("`tjob logs` decodes Logs messages with a codec of its own (cli/tjob/logcodec.go: from gRPC's buffers into one reused slice), "+
+		"where the minimal client uses grpc-go's proto codec (the buffers joined into one, then the output copied into a new slice each message): "+
+		"with the same server and messages, `tjob logs` streams %s of the minimal client's throughput, with %s of its client CPU per GiB.",
+		ratioX(med(logs32)/med(grpcDefault)), pct(median(logs32.clientCPU)/median(grpcDefault.clientCPU)))
 	if gain := med(grpcLarge) / med(grpcDefault); gain > 1.15 {
 		s.note("Larger HTTP/2 flow-control windows on the client make the same stream %s faster: grpc-go's default 64 KiB initial windows (grown only by its BDP estimate) hold it back.", ratioX(gain))
 	} else if !math.IsNaN(gain) {

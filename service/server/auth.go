@@ -79,6 +79,7 @@ func (s *Server) NewGRPCServer(tlsConfig *tls.Config) *grpc.Server {
 	g := grpc.NewServer(
 		grpc.Creds(&loggedCreds{TransportCredentials: credentials.NewTLS(tlsConfig), s: s}),
 		grpc.MaxSendMsgSize(maxMessage),
+		codecOption(),
 		grpc.ConnectionTimeout(10*time.Second), // for the TLS handshake
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),

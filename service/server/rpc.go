@@ -396,14 +396,25 @@ func (s *Server) Logs(req *tjobv1.LogsRequest, stream grpc.ServerStreamingServer
 		return err
 	}
 	defer r.Close()
-	buf := make([]byte, logChunk)
+	bufs := newChunkBuffers()
 	for {
-		n, rerr := r.Read(buf)
+		buf, err := bufs.next(ctx)
+		if err != nil { // the client went, or the server is stopping
+			if s.stopping.Err() != nil {
+				return errShuttingDown
+			}
+			return status.FromContextError(err).Err()
+		}
+		n, rerr := r.Read(*buf)
 		if n > 0 {
-			// Send marshals the message before it returns: buf may be reused.
-			if err := stream.Send(&tjobv1.LogsResponse{Data: buf[:n]}); err != nil {
+			// gRPC takes buf over (logsCodec) and gives it back once
+			// written.
+			*buf = (*buf)[:n]
+			if err := stream.SendMsg(&logsChunk{buf: buf, from: bufs}); err != nil {
 				return err
 			}
+		} else {
+			bufs.Put(buf)
 		}
 		switch {
 		case rerr == nil:
