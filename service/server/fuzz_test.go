@@ -36,7 +36,7 @@ func FuzzLookup(f *testing.F) {
 	s := &Server{jobs: map[string]*entry{}}
 	for user, ids := range jobs {
 		for _, id := range ids {
-			s.jobs[id] = &entry{rec: &record{ID: id, Owner: user, State: stateExited}}
+			s.jobs[id] = &entry{id: id, rec: &record{ID: id, Owner: user, State: stateExited}}
 		}
 	}
 	for _, seed := range []string{

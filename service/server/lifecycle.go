@@ -85,7 +85,7 @@ func (s *Server) removeLater(e *entry) {
 		}
 		s.mu.Unlock()
 		if remove {
-			s.forget(e.rec.ID)
+			s.forget(e.id)
 		}
 	})
 }
@@ -111,7 +111,7 @@ func (s *Server) release(e *entry) {
 	}
 	s.mu.Unlock()
 	if remove {
-		s.forget(e.rec.ID)
+		s.forget(e.id)
 	}
 }
 
@@ -120,7 +120,7 @@ func (s *Server) release(e *entry) {
 func (s *Server) detach(e *entry) {
 	e.removed = true
 	s.disk -= e.rec.DiskBytes
-	delete(s.jobs, e.rec.ID)
+	delete(s.jobs, e.id)
 }
 
 // setRecord replaces e's record, keeping the disk count; the caller holds
@@ -138,7 +138,7 @@ func (s *Server) setRecord(e *entry, rec *record) {
 
 // add puts a new entry on the server's books; the caller holds s.mu.
 func (s *Server) add(e *entry) {
-	s.jobs[e.rec.ID] = e
+	s.jobs[e.id] = e
 	s.disk += e.rec.DiskBytes
 }
 
@@ -170,7 +170,7 @@ func (s *Server) retain(user string, now time.Time) {
 		tooOld := s.cfg.RetainFor > 0 && now.Sub(time.Unix(0, e.rec.Stopped)) > s.cfg.RetainFor
 		if tooMany || tooOld {
 			s.detach(e)
-			gone = append(gone, e.rec.ID)
+			gone = append(gone, e.id)
 		}
 	}
 	s.mu.Unlock()
@@ -201,7 +201,7 @@ func byAge(es []*entry) {
 		if a.rec.Stopped != b.rec.Stopped {
 			return int(min(max(a.rec.Stopped-b.rec.Stopped, -1), 1))
 		}
-		return strings.Compare(a.rec.ID, b.rec.ID)
+		return strings.Compare(a.id, b.id)
 	})
 }
 
@@ -231,7 +231,7 @@ func (s *Server) makeRoom(user string) (used int64, ok bool) {
 		byAge(ended)
 		s.detach(ended[0])
 		s.mu.Unlock()
-		s.forget(ended[0].rec.ID)
+		s.forget(ended[0].id)
 	}
 }
 
@@ -289,7 +289,7 @@ func (s *Server) sweep(now time.Time) {
 		if j == nil {
 			continue
 		}
-		n := j.Summary().OutputBytes + diskUsage(s.state.workspace(e.rec.ID))
+		n := j.Summary().OutputBytes + diskUsage(s.state.workspace(e.id))
 		s.mu.Lock()
 		if e.job != nil { // its record is still the running one
 			rec := *e.rec
@@ -338,7 +338,7 @@ func (s *Server) recover() error {
 				s.logf("recover: %v", err)
 			}
 		}
-		s.add(&entry{rec: rec, finalized: closedChan})
+		s.add(&entry{id: rec.ID, rec: rec, finalized: closedChan})
 	}
 	if len(recs) > 0 {
 		s.logf("recover: %d jobs from %s", len(recs)-dropped, s.cfg.StateDir)

@@ -48,34 +48,45 @@ func (c logsCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(hdr), mem.NewBuffer(chunk.buf, chunk.from)}, nil
 }
 
-// chunkBuffers are one Logs stream's buffers: logChunk bytes each, at most
-// chunksInFlight of them out at once. The stream reads output into a
-// buffer only once gRPC has written an earlier one to the connection, so a
-// stream whose client stops reading holds that many buffers, not one more
-// for each message gRPC queues. The buffers themselves come from one pool
-// for all streams, and are not cleared: the spool's bytes overwrite what a
-// reader gets.
+// chunkBuffers are one Logs stream's buffers: at most chunksInFlight of
+// them out at once. The stream reads output into a buffer only once gRPC
+// has written an earlier one to the connection, so a stream whose client
+// stops reading holds that many buffers, not one more for each message
+// gRPC queues. The buffers themselves come from pools for all streams, and
+// are not cleared: the spool's bytes overwrite what a reader gets.
 type chunkBuffers struct{ out chan struct{} }
 
 // chunksInFlight is how many of its buffers a Logs stream may have out.
 const chunksInFlight = 1
 
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, logChunk); return &b }}
+// The two sizes of buffer: logChunk to send output as fast as it is read,
+// waitChunk for a follower to wait in for the job's next output, so that
+// a thousand idle followers hold 32 MiB, not 256.
+const waitChunk = 32 << 10
+
+var (
+	largeChunks = sync.Pool{New: func() any { b := make([]byte, logChunk); return &b }}
+	smallChunks = sync.Pool{New: func() any { b := make([]byte, waitChunk); return &b }}
+)
 
 func newChunkBuffers() *chunkBuffers {
 	return &chunkBuffers{out: make(chan struct{}, chunksInFlight)}
 }
 
-// next waits until the stream may have one more buffer out, and returns it
-// at its full length.
-func (c *chunkBuffers) next(ctx context.Context) (*[]byte, error) {
+// next waits until the stream may have one more buffer out, and returns
+// one of logChunk bytes or, when small, of waitChunk.
+func (c *chunkBuffers) next(ctx context.Context, small bool) (*[]byte, error) {
 	select {
 	case c.out <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	b := chunkPool.Get().(*[]byte)
-	*b = (*b)[:logChunk]
+	pool := &largeChunks
+	if small {
+		pool = &smallChunks
+	}
+	b := pool.Get().(*[]byte)
+	*b = (*b)[:cap(*b)]
 	return b, nil
 }
 
@@ -89,8 +100,11 @@ func (c *chunkBuffers) Get(length int) *[]byte {
 // Put takes a buffer back, from gRPC once written, or from the stream
 // when it read nothing into it.
 func (c *chunkBuffers) Put(b *[]byte) {
-	if cap(*b) == logChunk {
-		chunkPool.Put(b)
+	switch cap(*b) {
+	case logChunk:
+		largeChunks.Put(b)
+	case waitChunk:
+		smallChunks.Put(b)
 	}
 	select {
 	case <-c.out:

@@ -19,7 +19,7 @@ func TestLogsCodecWire(t *testing.T) {
 	c := newLogsCodec()
 	bufs := newChunkBuffers()
 	for _, n := range []int{1, 127, 128, 16383, 16384, 100_000, logChunk} {
-		buf, err := bufs.next(context.Background())
+		buf, err := bufs.next(context.Background(), n <= waitChunk)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +55,7 @@ func TestLogsCodecWire(t *testing.T) {
 func TestChunkBuffersInFlight(t *testing.T) {
 	c := newLogsCodec()
 	bufs := newChunkBuffers()
-	buf, err := bufs.next(context.Background())
+	buf, err := bufs.next(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,12 +65,12 @@ func TestChunkBuffersInFlight(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := bufs.next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := bufs.next(ctx, true); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a second buffer while the first is out: %v, want it to wait until the deadline", err)
 	}
 	got := make(chan error, 1)
 	go func() {
-		_, err := bufs.next(context.Background())
+		_, err := bufs.next(context.Background(), true)
 		got <- err
 	}()
 	data.Free()

@@ -99,7 +99,7 @@ func (s *Server) Run(ctx context.Context, req *tjobv1.RunRequest) (*tjobv1.RunRe
 		return nil, status.Errorf(code, "cannot keep the job in the state directory %s: %v", s.cfg.StateDir, err)
 	}
 
-	e := &entry{rec: rec, job: j, finalized: make(chan struct{})}
+	e := &entry{id: rec.ID, rec: rec, job: j, finalized: make(chan struct{})}
 	s.mu.Lock()
 	closing := s.closing
 	if !closing {
@@ -397,8 +397,9 @@ func (s *Server) Logs(req *tjobv1.LogsRequest, stream grpc.ServerStreamingServer
 	}
 	defer r.Close()
 	bufs := newChunkBuffers()
+	caughtUp := false
 	for {
-		buf, err := bufs.next(ctx)
+		buf, err := bufs.next(ctx, caughtUp)
 		if err != nil { // the client went, or the server is stopping
 			if s.stopping.Err() != nil {
 				return errShuttingDown
@@ -406,6 +407,10 @@ func (s *Server) Logs(req *tjobv1.LogsRequest, stream grpc.ServerStreamingServer
 			return status.FromContextError(err).Err()
 		}
 		n, rerr := r.Read(*buf)
+		// A read that does not fill the buffer has caught up with the
+		// job: the next waits in a small buffer. One that fills it has
+		// output to catch up with again.
+		caughtUp = n < len(*buf)
 		if n > 0 {
 			// gRPC takes buf over (logsCodec) and gives it back once
 			// written.
@@ -449,9 +454,9 @@ func (s *Server) output(ctx context.Context, e *entry, follow bool) (io.ReadClos
 			return r, nil
 		}
 	}
-	f, err := tjob.OpenOutput(s.state.spool(), e.rec.ID)
+	f, err := tjob.OpenOutput(s.state.spool(), e.id)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "output of job %s: %s", e.rec.ID, message(err))
+		return nil, status.Errorf(codes.Internal, "output of job %s: %s", e.id, message(err))
 	}
 	return f, nil
 }
@@ -484,7 +489,7 @@ func (s *Server) Remove(ctx context.Context, req *tjobv1.RemoveRequest) (*tjobv1
 	if err != nil {
 		return nil, err
 	}
-	id := e.rec.ID
+	id := e.id
 	s.mu.Lock()
 	running := e.job != nil
 	s.mu.Unlock()
@@ -540,14 +545,14 @@ func (s *Server) lookup(ctx context.Context, id string) (*entry, error) {
 	s.mu.Unlock()
 	switch {
 	case e != nil:
-		setJob(ctx, e.rec.ID)
+		setJob(ctx, e.id)
 		return e, nil
 	case len(matches) == 0:
 		return nil, status.Errorf(codes.NotFound, "no such job: %s", showID(id))
 	}
 	ids := make([]string, len(matches))
 	for i, m := range matches {
-		ids[i] = m.rec.ID
+		ids[i] = m.id
 	}
 	slices.Sort(ids)
 	const most = 10

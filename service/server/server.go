@@ -156,6 +156,7 @@ type Server struct {
 // entry is one job. Its record is replaced, never changed, so that a reader
 // may use the one it took under Server.mu without holding the lock.
 type entry struct {
+	id        string // rec.ID, which never changes: read without the lock
 	rec       *record
 	job       *tjob.Job     // while the job runs; nil once rec holds its end
 	refs      int           // Logs streams and Waits of it in progress
