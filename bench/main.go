@@ -82,7 +82,7 @@ var sections = []struct {
 	{"start", "1. Start latency: /bin/true", startIntro, sectionStart, 75 * time.Second, ""},
 	{"capture", "2. Output capture: 1 GiB to stdout", captureIntro, nil, 0, ""},
 	{"stream", "3. Streaming: tjob logs of 1 GiB", streamIntro, sectionStream, 110 * time.Second, "tjobs runs jails"},
-	{"fanout", "4. Fan-out: followers of a 100 MiB job", fanoutIntro, sectionFanout, 150 * time.Second, "tjobs runs jails"},
+	{"fanout", "4. Fan-out: followers of a 100 MiB job", fanoutIntro, sectionFanout, 200 * time.Second, "tjobs runs jails"},
 	{"memory", "5. Memory: tjobs RSS, and the jail's own", memoryIntro, sectionMemory, 150 * time.Second, "tjobs runs jails"},
 	{"scale", "6. Scale: 1000 concurrent sleep jobs", scaleIntro, sectionScale, 120 * time.Second, "tjobs runs jails"},
 }
