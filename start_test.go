@@ -42,8 +42,9 @@ func BenchmarkStart(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			out, err := exec.Command("bwrap", "--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "/bin/true").CombinedOutput()
 			if err != nil && strings.Contains(string(out), "pivot_root") {
-				// The VM's root is its initramfs, which pivot_root(2)
-				// refuses; tjob's jail does not pivot.
+				// A root that is an initramfs, which pivot_root(2)
+				// refuses (make vmbench's guest switches to a tmpfs
+				// first); tjob's jail does not pivot.
 				b.Skipf("bwrap cannot run here: %s (the root file system is an initramfs, which pivot_root refuses)", strings.TrimSpace(string(out)))
 			}
 			if err != nil {

@@ -143,7 +143,7 @@ func fmtVal(unit string, v float64) string {
 			return fmt.Sprintf("%.2f", v)
 		}
 		return fmt.Sprintf("%.0f", v)
-	case "µs", "MiB/s", "KiB", "jobs":
+	case "µs", "MiB/s", "MB/s", "KiB", "jobs":
 		return fmt.Sprintf("%.0f", v)
 	case "s", "MiB":
 		return fmt.Sprintf("%.2f", v)

@@ -15,7 +15,7 @@
 # Environment: BENCH_OUT (default docs/BENCHMARKS.md), BENCH_TMPDIR (where
 # the scratch directory goes, default /var/tmp), BENCH_ARGS (extra
 # harness flags, e.g. "-quick" or "-only start,capture"), BENCH_BUDGET
-# (default 8m: the harness stops measuring after that), GO (default go),
+# (default 10m: the harness stops measuring after that), GO (default go),
 # BENCH_NO_VM=1 (skip the start benchmark in the cgroup v2 VM).
 set -euo pipefail
 
@@ -24,7 +24,7 @@ ROOT=$PWD
 OUT=${BENCH_OUT:-docs/BENCHMARKS.md}
 case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
 GO=${GO:-go}
-BUDGET=${BENCH_BUDGET:-8m}
+BUDGET=${BENCH_BUDGET:-10m}
 T0=$(date +%s)
 
 log() { echo "bench: $*" >&2; }

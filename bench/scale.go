@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,23 @@ func sectionScale(ctx context.Context, e *env, s *section) error {
 	if err == nil && ctx.Err() == nil {
 		favordynmodsRamp(ctx, s, c, jobs, took)
 	}
+	if err == nil && ctx.Err() == nil && (len(started) < jobs || took.Seconds() > 5.3/2) {
+		profileRamp(ctx, e, s, srv.pid, c)
+	}
 	return err
+}
+
+// profileRamp adds where the CPU goes while 200 more jobs start, 16 Run
+// calls in flight: tjobs and every process it starts, the jails' inits
+// and the jobs' first moments included.
+func profileRamp(ctx context.Context, e *env, s *section, pid int, c *client) {
+	var r ramp
+	e.addProfile(ctx, s, "scale", "Profile: 200 more Run calls, 16 in flight (tjobs and what it starts: `5` and `tjob-init` are the jails' inits and their spawners, "+
+		"named as in the start section's profile, and `sleep` the jobs)", []string{"-p", strconv.Itoa(pid)}, func() error {
+		r = runMany(ctx, c, 200)
+		return r.first
+	})
+	inParallel(64, len(r.ids), func(i int) error { return c.stop(context.Background(), r.ids[i]) })
 }
 
 // ramp is how a batch of Run calls went.
