@@ -181,12 +181,32 @@ func sectionStart(ctx context.Context, e *env, s *section) error {
 		favordynmodsRows(ctx, e, s, vs)
 	}
 	if vs.job.median() > 2*vs.unshare.median() && ctx.Err() == nil {
+		startInTheWay(s, vs)
 		e.profileStarts(ctx, s, spool)
 	}
 	if ctx.Err() != nil {
 		return nil
 	}
 	return startServerFigures(ctx, e, s, vs.job.median())
+}
+
+// startInTheWay says, from this run's figures, what keeps a jailed start
+// from its targets and what was tried.
+func startInTheWay(s *section, vs *startVariants) {
+	job, exec, init, noUserNS := vs.job.median(), vs.exec.median(), vs.init.median(), vs.jobNoUserNS.median()
+	if math.IsNaN(job) || math.IsNaN(init) || math.IsNaN(exec) {
+		return
+	}
+	runtimeStart := init - exec // a Go runtime's start, over an exec of /bin/true
+	s.note("What is in the way: the jail's init is a Go program, and a job in a user namespace starts two of them, the spawner and the init "+
+		"(jobinit's spawner: Go forks into a new user namespace only by a full fork of the forking process, which tjobs cannot afford). "+
+		"A Go runtime's start costs %.1f ms here over an exec of /bin/true (tjob-init exiting at once, above), so the two take %.1f ms of the job's %.2f ms; "+
+		"without the user namespace, one Go program fewer, the job starts in %.2f ms. In the profile below, that start is the runtime's own: "+
+		"`runtime.schedinit` and `mallocgc` faulting in a fresh heap, and `internal/cpu` reading CPUID, which traps to the hypervisor on this machine. "+
+		"Tried, and kept: the init as a small binary of its own rather than the running program re-executed (the harness binary exiting at once, above, shows what that saves), "+
+		"one P and a tight heap for the init, the seccomp program compiled once per process, a start queue in tjobs. "+
+		"Not tried: an init that is not a Go program (as docker-init and catatonit are C), or a long-lived helper that forks inits, "+
+		"either of which would take one or both Go starts out of every job.", runtimeStart, 2*runtimeStart, job, noUserNS)
 }
 
 // profileStarts adds a profile of 40 jailed starts with limits.
