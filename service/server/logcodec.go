@@ -28,8 +28,8 @@ func newLogsCodec() logsCodec { return logsCodec{encoding.GetCodecV2(protocodec.
 // Logs needs: it sends logsChunks, which the proto codec refuses.
 func codecOption() grpc.ServerOption { return grpc.ForceServerCodecV2(newLogsCodec()) }
 
-// logsChunk is output for one LogsResponse, in buf, which the codec hands
-// to gRPC to give back to from.
+// logsChunk is output for one LogsResponse, in buf: the codec hands buf to
+// gRPC, which gives it back to from once written.
 type logsChunk struct {
 	buf  *[]byte
 	from *chunkBuffers
