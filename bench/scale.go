@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -50,11 +51,11 @@ func sectionScale(ctx context.Context, e *env, s *section) error {
 	}
 	if err == nil && ctx.Err() == nil && (len(started) < jobs || took.Seconds() > 5.3/2) {
 		s.note("What is in the way: the ramp keeps both CPUs busy (the jobs are started two per CPU at a time, and nothing waits), so its time is the CPU each start takes, "+
-			"%.1f ms of CPU time per job on 2 CPUs. The profile below shows where it goes: mostly into the jails' inits, two Go runtimes a job (see the start section), "+
+			"%.1f ms of CPU time per job on %d CPUs. The profile below shows where it goes: mostly into the jails' inits, two Go runtimes a job (see the start section), "+
 			"and the kernel's work to fork, exec and fault them in; tjobs's own share (gRPC, records, cgroups) is the smaller part. "+
 			"The 5.3 s this target halves was measured before the jail had a user namespace, seccomp, a workspace and records. "+
 			"Tried: a start queue (Runs past two per CPU wait their turn, so that the first return first: it shortened the median Run, not the ramp), "+
-			"a start's only lock held across no more than the mkdir of its cgroups (not the limits, not the process's start), and `favordynmods` (the row above).", took.Seconds()*2*1000/float64(max(len(started), 1)))
+			"a start's only lock held across no more than the mkdir of its cgroups (not the limits, not the process's start), and `favordynmods` (the row above).", took.Seconds()*float64(runtime.NumCPU())*1000/float64(max(len(started), 1)), runtime.NumCPU())
 		profileRamp(ctx, e, s, srv.pid, c)
 	}
 	return err

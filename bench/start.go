@@ -194,7 +194,7 @@ func sectionStart(ctx context.Context, e *env, s *section) error {
 // from its targets and what was tried.
 func startInTheWay(s *section, vs *startVariants) {
 	job, exec, init, noUserNS := vs.job.median(), vs.exec.median(), vs.init.median(), vs.jobNoUserNS.median()
-	if math.IsNaN(job) || math.IsNaN(init) || math.IsNaN(exec) {
+	if math.IsNaN(job) || math.IsNaN(init) || math.IsNaN(exec) || math.IsNaN(noUserNS) {
 		return
 	}
 	runtimeStart := init - exec // a Go runtime's start, over an exec of /bin/true

@@ -401,10 +401,7 @@ func (s *Server) Logs(req *tjobv1.LogsRequest, stream grpc.ServerStreamingServer
 	for {
 		buf, err := bufs.next(ctx, caughtUp)
 		if err != nil { // the client went, or the server is stopping
-			if s.stopping.Err() != nil {
-				return errShuttingDown
-			}
-			return status.FromContextError(err).Err()
+			return s.streamStopped(ctx)
 		}
 		n, rerr := r.Read(*buf)
 		// A read that does not fill the buffer has caught up with the
@@ -429,14 +426,21 @@ func (s *Server) Logs(req *tjobv1.LogsRequest, stream grpc.ServerStreamingServer
 				return stream.Send(&tjobv1.LogsResponse{CutAt: st.GetOutputBytes()})
 			}
 			return nil
-		case s.stopping.Err() != nil:
-			return errShuttingDown
-		case ctx.Err() != nil:
-			return status.FromContextError(ctx.Err()).Err()
+		case s.stopping.Err() != nil || ctx.Err() != nil:
+			return s.streamStopped(ctx)
 		default:
 			return status.Errorf(codes.Internal, "reading output: %s", message(rerr))
 		}
 	}
+}
+
+// streamStopped is the status of a Logs stream whose context ended: the
+// server is stopping, or the client went.
+func (s *Server) streamStopped(ctx context.Context) error {
+	if s.stopping.Err() != nil {
+		return errShuttingDown
+	}
+	return status.FromContextError(ctx.Err()).Err()
 }
 
 // output opens e's output: the running job's, which a follower follows, or
